@@ -1,0 +1,65 @@
+"""The attention contract shared by every backend.
+
+A backend receives projected heads and returns the mixed values:
+
+    forward(q, k, v, key_padding_mask=None) -> out      # all (B, H, N, D)
+
+`key_padding_mask` is (B, N) bool with True = real token. Outputs at valid positions must
+not depend on anything at padded positions; padded keys receive no weight. Projections and
+the head split/merge live once, in `MultiHeadAttention` (lotformer/attention/multihead.py).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class AttentionBackend(nn.Module):
+    """Base class of all backends: stores the common sizes, defines the contract."""
+
+    backend_name: str = ""
+
+    def __init__(self, *, num_heads: int, head_dim: int, max_len: int | None = None) -> None:
+        super().__init__()
+        if num_heads < 1 or head_dim < 1:
+            raise ValueError(f"num_heads and head_dim must be >= 1, got {num_heads} and {head_dim}")
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.max_len = max_len
+
+    def forward(
+        self,
+        q: torch.Tensor,  # (B, H, N, D)
+        k: torch.Tensor,  # (B, H, N, D)
+        v: torch.Tensor,  # (B, H, N, D)
+        key_padding_mask: torch.Tensor | None = None,  # (B, N) bool, True = token
+    ) -> torch.Tensor:  # (B, H, N, D)
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"num_heads={self.num_heads}, head_dim={self.head_dim}, max_len={self.max_len}"
+
+
+def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+              key_padding_mask: torch.Tensor | None) -> None:
+    """Raise a clear error when q, k, v and the mask disagree in shape."""
+    if q.dim() != 4 or k.shape != q.shape or v.shape[:3] != q.shape[:3]:
+        raise ValueError(
+            "attention expects q, k, v of shape (B, H, N, D) with equal B, H, N "
+            f"(and equal D for q and k); got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    if key_padding_mask is not None:
+        B, _, N, _ = q.shape
+        if key_padding_mask.shape != (B, N) or key_padding_mask.dtype != torch.bool:
+            raise ValueError(
+                f"key_padding_mask must be a bool tensor of shape (B, N) = ({B}, {N}) with "
+                f"True = token; got {key_padding_mask.dtype} {tuple(key_padding_mask.shape)}"
+            )
+
+
+def zero_padded(x: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch.Tensor:
+    """Zero the padded positions of a (B, H, N, D) tensor."""
+    if key_padding_mask is None:
+        return x
+    return x * key_padding_mask[:, None, :, None].to(x.dtype)

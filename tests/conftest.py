@@ -1,0 +1,20 @@
+"""Shared test fixtures and paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# The real LRA-format samples ship beside the repository (../shared/lra-samples).
+SAMPLES_DIR = Path(os.environ.get("LRA_SAMPLES_DIR", REPO_ROOT.parent / "shared" / "lra-samples"))
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    if not SAMPLES_DIR.is_dir():
+        pytest.fail(f"LRA samples not found at {SAMPLES_DIR}; set LRA_SAMPLES_DIR to the "
+                    "folder holding lra_release/ (the repository's ../shared/lra-samples)")
+    return SAMPLES_DIR
