@@ -1,0 +1,37 @@
+# Two commands for a fresh machine: `make demo` (install + quick LOT run on generated ListOps)
+# and `make test` (install + test suite). Both create .venv once and reuse it afterwards.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_WORKERS ?= 2
+
+.PHONY: install demo test test-fast bench tables clean-data
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned, so nothing pulls a different (multi-GB CUDA) build.
+	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,cluster]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/python train.py experiment=quick
+
+test: install
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=15
+
+test-fast: install
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not slow"
+
+bench: install
+	$(BIN)/python scripts/bench_attention.py
+
+tables: install
+	$(BIN)/python scripts/make_tables.py outputs --out results/
+
+clean-data:
+	rm -rf data/.cache data/generated

@@ -1,0 +1,1 @@
+"""The Long Range Arena benchmark: tasks, data, Lightning modules, results records."""

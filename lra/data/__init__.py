@@ -1,0 +1,42 @@
+"""LRA data: one module per task, each with `locate(data_dir, **options) -> Located` and
+`read(located, *, max_len) -> TaskData`; `load_task` puts the on-disk cache in between."""
+
+from __future__ import annotations
+
+import logging
+from importlib import import_module
+from pathlib import Path
+from types import ModuleType
+
+from lra.data.base import DataNotFoundError, MalformedDataError, SplitArrays, TaskData
+from lra.data.cache import cached
+
+log = logging.getLogger(__name__)
+
+# Task name -> module under lra.data implementing locate() and read().
+TASK_MODULES = {
+    "listops": "listops",
+}
+
+
+def task_module(name: str) -> ModuleType:
+    """The data module of task `name`; a clear error lists the valid names."""
+    if name not in TASK_MODULES:
+        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(TASK_MODULES))}")
+    return import_module(f"lra.data.{TASK_MODULES[name]}")
+
+
+def load_task(name: str, *, data_dir: str | Path, cache_dir: str | Path, max_len: int,
+              **options) -> TaskData:
+    """Locate a task's data, then read it through the cache (a second call re-reads nothing)."""
+    module = task_module(name)
+    located = module.locate(Path(data_dir), **options)
+    settings = {"task": name, "max_len": max_len, **located.fingerprint()}
+    data, hit = cached(cache_dir, name, settings, lambda: module.read(located, max_len=max_len))
+    log.info("%s data (%s, %s): %s%s", name, data.source, data.location, data.sizes(),
+             " [cache hit]" if hit else "")
+    return data
+
+
+__all__ = ["DataNotFoundError", "MalformedDataError", "SplitArrays", "TaskData", "load_task",
+           "task_module", "TASK_MODULES"]

@@ -1,0 +1,190 @@
+"""ListOps (Nangia & Bowman 2018, as packaged by the Long Range Arena, Tay et al. 2021).
+
+Official files: `listops-1000/basic_{train,val,test}.tsv` with header `Source\\tTarget`.
+When they are missing, `generate` writes the same layout with the LRA generator algorithm:
+operators MIN, MAX, MED (integer median), SM (sum mod 10) over digits 0-9, random trees of
+depth <= 10, kept when 500 < length < 2000 and de-duplicated.
+
+Token ids (fixed; 0 is padding): digits '0'..'9' -> 1..10, '[MIN' 11, '[MAX' 12, '[MED' 13,
+'[SM' 14, ']' 15. Parentheses are deleted before splitting on white space.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+
+from filelock import FileLock
+
+from lra.data.base import (
+    Located,
+    SPLITS,
+    DataNotFoundError,
+    MalformedDataError,
+    SplitArrays,
+    TaskData,
+    check_labels,
+    find_file,
+    pad_rows,
+)
+
+NUM_CLASSES = 10
+RELEASE_FILES = {split: f"listops-1000/basic_{split}.tsv" for split in SPLITS}
+OFFICIAL_SIZES = {"train": 96000, "val": 2000, "test": 2000}
+
+OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
+CLOSE = "]"
+VOCAB: dict[str, int] = {str(d): d + 1 for d in range(10)}
+VOCAB.update({op: 11 + i for i, op in enumerate(OPERATORS)})
+VOCAB[CLOSE] = 15
+ID_TO_TOKEN = {i: t for t, i in VOCAB.items()}
+
+
+# ----------------------------------------------------------------------------- tokenizer
+def tokenize(source: str) -> list[int]:
+    """ListOps source string -> token ids (parentheses dropped)."""
+    return [VOCAB[token] for token in source.replace("(", " ").replace(")", " ").split()]
+
+
+def detokenize(ids) -> str:
+    """Token ids -> space-separated symbols (padding dropped)."""
+    return " ".join(ID_TO_TOKEN[int(i)] for i in ids if int(i) != 0)
+
+
+# ----------------------------------------------------------------------------- generator
+def _evaluate(op: str, values: list[int]) -> int:
+    if op == "[MIN":
+        return min(values)
+    if op == "[MAX":
+        return max(values)
+    if op == "[MED":
+        return int(np.median(values))
+    return sum(values) % 10  # [SM
+
+
+def _generate_tree(rng: random.Random, depth: int, max_depth: int, max_args: int):
+    """Return (string, value, length) of a random tree (length counts symbols, not parens)."""
+    if depth < max_depth and rng.random() <= 0.25:
+        n_args = rng.randint(2, max_args)
+        children = [_generate_tree(rng, depth + 1, max_depth, max_args) for _ in range(n_args)]
+        op = rng.choice(OPERATORS)
+        # Left-nested pairs: ( ( ( [OP a ) b ) ] ), as the LRA generator writes them.
+        text = f"( {op} {children[0][0]} )"
+        for child in children[1:]:
+            text = f"( {text} {child[0]} )"
+        text = f"( {text} {CLOSE} )"
+        value = _evaluate(op, [child[1] for child in children])
+        return text, value, 2 + sum(child[2] for child in children)
+    digit = rng.randrange(10)
+    return str(digit), digit, 1
+
+
+def generate_examples(n: int, seed: int, *, min_length: int = 500, max_length: int = 2000,
+                      max_depth: int = 10, max_args: int = 10,
+                      exclude: set[str] | None = None) -> list[tuple[str, int]]:
+    """`n` distinct (source, target) pairs with min_length < length < max_length."""
+    rng = random.Random(seed)
+    seen = set(exclude or ())
+    examples: list[tuple[str, int]] = []
+    while len(examples) < n:
+        text, value, length = _generate_tree(rng, 1, max_depth, max_args)
+        if min_length < length < max_length and text not in seen:
+            seen.add(text)
+            examples.append((text, value))
+    return examples
+
+
+def write_release(out_dir: str | Path, sizes: dict[str, int], seed: int, **tree_options) -> Path:
+    """Write `out_dir/listops-1000/basic_{split}.tsv` in the official format; returns the folder.
+
+    Splits are drawn from one stream so no example appears twice across splits. Each file is
+    written to a temporary name and renamed, so a half-written file is never left behind.
+    """
+    folder = Path(out_dir) / "listops-1000"
+    folder.mkdir(parents=True, exist_ok=True)
+    seen: set[str] = set()
+    for offset, split in enumerate(SPLITS):
+        examples = generate_examples(sizes[split], seed * 1000 + offset, exclude=seen, **tree_options)
+        seen.update(text for text, _ in examples)
+        target = folder / f"basic_{split}.tsv"
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+            writer.writerow(["Source", "Target"])
+            writer.writerows(examples)
+        os.replace(tmp, target)
+    return folder
+
+
+# ----------------------------------------------------------------------------- reader
+def read_tsv(path: str | Path, max_len: int) -> SplitArrays:
+    """Read one official (or generated) ListOps TSV into padded ids and labels."""
+    path = Path(path)
+    rows, labels = [], []
+    with open(path, newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t")
+        header = next(reader, None)
+        if header != ["Source", "Target"]:
+            raise MalformedDataError(f"{path}:1: expected header 'Source<TAB>Target', got {header!r}")
+        for line_no, row in enumerate(reader, start=2):
+            if len(row) != 2:
+                raise MalformedDataError(f"{path}:{line_no}: expected 2 tab-separated columns, got {len(row)}")
+            try:
+                rows.append(tokenize(row[0]))
+                labels.append(int(row[1]))
+            except (KeyError, ValueError) as err:
+                raise MalformedDataError(f"{path}:{line_no}: cannot parse row ({err!r}); "
+                                         f"tokens must be {sorted(VOCAB)} and the target 0-9") from None
+    if not rows:
+        raise MalformedDataError(f"{path}: no examples after the header")
+    return SplitArrays(ids=pad_rows(rows, max_len), labels=check_labels(np.array(labels), NUM_CLASSES, str(path)))
+
+
+def find_release(data_dir: str | Path) -> dict[str, Path] | None:
+    """Paths of the three official split files under data_dir (any nesting), or None."""
+    found = {split: find_file(Path(data_dir), rel) for split, rel in RELEASE_FILES.items()}
+    return found if all(found.values()) else None
+
+
+def locate(data_dir: str | Path, *, generate: dict | None = None) -> Located:
+    """The official files if present under data_dir, else (with `generate`) generated ones.
+
+    `generate`: {train, val, test, seed}; the generated copy lives in
+    `data_dir/generated/listops_<sizes>_seed<seed>/` and later runs reuse it.
+    """
+    files = find_release(data_dir)
+    if files is not None:
+        return Located(files=files, source=None)
+    if not generate:
+        raise DataNotFoundError(
+            f"ListOps not found: searched {Path(data_dir).resolve()} (any depth) for "
+            f"{', '.join(RELEASE_FILES.values())}. Put the LRA release (lra_release.gz from the "
+            "Long Range Arena repository) there or set LRA_DATA_DIR, or generate it with "
+            "`python scripts/prepare_data.py generate listops --out $LRA_DATA_DIR`."
+        )
+    sizes = {split: int(generate[split]) for split in SPLITS}
+    seed = int(generate.get("seed", 0))
+    out = Path(data_dir) / "generated" / f"listops_{sizes['train']}-{sizes['val']}-{sizes['test']}_seed{seed}"
+    files = {split: out / rel for split, rel in RELEASE_FILES.items()}
+    if not all(path.is_file() for path in files.values()):
+        out.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(out) + ".lock"):
+            if not all(path.is_file() for path in files.values()):
+                write_release(out, sizes, seed)
+    return Located(files=files, source="generated",
+                   notes=[f"ListOps generated with the LRA algorithm (seed {seed}) in {out}"])
+
+
+def read(located: Located, *, max_len: int) -> TaskData:
+    """Read all splits; a release copy smaller than the official one is marked `sample`."""
+    splits = {split: read_tsv(path, max_len) for split, path in located.files.items()}
+    source = located.source
+    if source is None:
+        full = all(len(splits[s]) >= OFFICIAL_SIZES[s] for s in SPLITS)
+        source = "official" if full else "sample"
+    return TaskData(splits=splits, source=source, location=str(located.files["train"].parent),
+                    notes=list(located.notes))

@@ -1,0 +1,106 @@
+"""The per-run results record: one `results.json` in each run directory.
+
+Table scripts read only these records. Fields (schema version 1):
+task, attention, attention_options, seed, status ("completed" | "failed"), error,
+data {source, location, sizes, notes}, metrics {val_acc, test_acc, val_loss, test_loss},
+throughput {train_samples_per_s, train_tokens_per_s, measured_steps},
+memory {peak_bytes, kind}, wall_time_s, steps, config (resolved), versions, git, device,
+run_dir, created.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RECORD_NAME = "results.json"
+SCHEMA_VERSION = 1
+
+
+def write_record(run_dir: str | Path, record: dict[str, Any]) -> Path:
+    """Write `record` to run_dir/results.json atomically (temp file + rename)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    target = run_dir / RECORD_NAME
+    fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".json", dir=run_dir)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"schema": SCHEMA_VERSION, **record}, handle, indent=2, default=str)
+            handle.write("\n")
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def read_record(path: str | Path) -> dict[str, Any]:
+    """Read one record (a results.json path or the run directory holding it)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RECORD_NAME
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def find_records(*roots: str | Path) -> list[Path]:
+    """All results.json files under the given run directories, sorted."""
+    found: set[Path] = set()
+    for root in roots:
+        root = Path(root)
+        if root.is_file() and root.name == RECORD_NAME:
+            found.add(root)
+        elif root.is_dir():
+            found.update(root.rglob(RECORD_NAME))
+    return sorted(found)
+
+
+def git_info(repo: str | Path | None = None) -> dict[str, Any]:
+    """Commit hash and dirty flag of the code that ran, or nulls outside a git checkout."""
+    repo = Path(repo or Path(__file__).resolve().parents[1])
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def versions() -> dict[str, str]:
+    """Versions of the software that ran."""
+    import lightning
+
+    import lotformer  # noqa: F401  (the package version comes from its metadata)
+
+    try:
+        from importlib.metadata import version
+
+        suite = version("lotformer-lra")
+    except Exception:  # noqa: BLE001 - not installed as a distribution
+        suite = "unknown"
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "lightning": lightning.__version__, "lotformer_lra": suite}
+
+
+def device_info() -> dict[str, Any]:
+    """The device the run trained on."""
+    if torch.cuda.is_available():
+        return {"type": "cuda", "name": torch.cuda.get_device_name(0),
+                "count": torch.cuda.device_count()}
+    return {"type": "cpu", "name": platform.processor() or platform.machine(),
+            "count": 1, "threads": torch.get_num_threads()}
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,57 @@
+"""Training throughput and peak memory, measured during `fit`."""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+
+import lightning as L
+import torch
+
+
+class ThroughputMeter(L.Callback):
+    """Times training batches and counts samples and valid tokens.
+
+    The first `warmup_batches` are left out of the rate when later batches exist (runs too
+    short for that are measured over all their batches).
+    """
+
+    def __init__(self, warmup_batches: int = 2) -> None:
+        self.warmup_batches = warmup_batches
+        self.batches: list[tuple[float, int, int]] = []  # (seconds, samples, valid tokens)
+        self._start = 0.0
+
+    def _sync(self, trainer: L.Trainer) -> None:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize(trainer.strategy.root_device)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._sync(trainer)
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._sync(trainer)
+        _, mask, labels, _ = batch
+        self.batches.append((time.perf_counter() - self._start, len(labels), int(mask.sum())))
+
+    def summary(self, world_size: int = 1) -> dict:
+        """Samples/s and tokens/s over the measured batches (times world size for DDP)."""
+        measured = self.batches[self.warmup_batches:] or self.batches
+        seconds = sum(b[0] for b in measured)
+        if seconds <= 0:
+            return {"train_samples_per_s": None, "train_tokens_per_s": None, "measured_steps": 0}
+        return {
+            "train_samples_per_s": world_size * sum(b[1] for b in measured) / seconds,
+            "train_tokens_per_s": world_size * sum(b[2] for b in measured) / seconds,
+            "measured_steps": len(measured),
+        }
+
+
+def peak_memory(device: torch.device) -> dict:
+    """Peak allocated GPU memory, or the process's peak resident memory on CPU."""
+    if device.type == "cuda":
+        return {"peak_bytes": torch.cuda.max_memory_allocated(device), "kind": "cuda_max_allocated"}
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+    return {"peak_bytes": rss * scale, "kind": "cpu_max_rss"}
