@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lra.runner import run
+from lotformer.attention import UnknownAttentionError
+from lra.errors import UserError
+from lra.runner import failure_record, run
 from lra.summary import print_summary
+
+log = logging.getLogger("train")
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    record = run(cfg, HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = hydra_cfg.runtime.output_dir
+    try:
+        record = run(cfg, run_dir)
+    except (UserError, UnknownAttentionError) as err:
+        failure_record(cfg, run_dir, err)
+        log.error("%s", err)
+        print(f"\nerror: {err}\n", file=sys.stderr)
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            return None  # the record says "failed"; the rest of the sweep goes on
+        sys.exit(2)
     print_summary(record)
     return record["metrics"]["test_acc"]
 

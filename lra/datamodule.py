@@ -1,21 +1,28 @@
-"""LightningDataModule over a task's cached splits: batches of (ids, mask, label).
+"""LightningDataModule over a task's cached splits: batches of (ids, mask, label, index).
 
-ids and mask are (B, L) or, for two-document tasks (retrieval), (B, 2, L); mask = ids != 0.
-With `trim_padding`, each batch is cut to its longest sequence, which saves compute without
+ids and mask are (B, L) or, for two-document tasks (retrieval), (B, 2, L); mask = ids != 0;
+index holds the examples' row numbers (reported when a batch goes wrong). With
+`trim_padding`, each batch is cut to its longest sequence, which saves compute without
 changing any valid token.
+
+`batch_size` is the global batch: with several devices each gets batch_size / devices.
+Training batches come from a step-indexed sampler (lra/sampling.py), so resuming at step k
+continues the exact data order; evaluation splits are sharded across ranks without padding.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from lra.data import TaskData, load_task
 from lra.data.base import SplitArrays
+from lra.sampling import StepBatchSampler, shard
 
 
 class SplitDataset(Dataset):
@@ -49,7 +56,8 @@ class LRADataModule(L.LightningDataModule):
 
     def __init__(self, *, task: str, data_dir: str | Path, cache_dir: str | Path, max_len: int,
                  batch_size: int, eval_batch_size: int | None = None, num_workers: int = 0,
-                 trim_padding: bool = True, seed: int = 0, data_options: dict | None = None) -> None:
+                 trim_padding: bool = True, seed: int = 0, total_steps: int = 1,
+                 data_options: dict | None = None) -> None:
         super().__init__()
         self.task = task
         self.data_dir = Path(data_dir)
@@ -60,14 +68,18 @@ class LRADataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.trim_padding = trim_padding
         self.seed = seed
+        self.total_steps = total_steps
         self.data_options = dict(data_options or {})
         self.data: TaskData | None = None
 
     def load(self) -> TaskData:
         """Load (or build) the cached data; safe to call from every process."""
         if self.data is None:
-            self.data = load_task(self.task, data_dir=self.data_dir, cache_dir=self.cache_dir,
-                                  max_len=self.max_len, **self.data_options)
+            data = load_task(self.task, data_dir=self.data_dir, cache_dir=self.cache_dir,
+                             max_len=self.max_len, **self.data_options)
+            for name, split in data.splits.items():
+                check_not_empty(split, f"{self.task} {name} split ({data.location})")
+            self.data = data
         return self.data
 
     def prepare_data(self) -> None:
@@ -76,24 +88,59 @@ class LRADataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.load()
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        data = self.load()
-        generator = torch.Generator().manual_seed(self.seed)
+    def _placement(self) -> tuple[int, int, int]:
+        """(global step, rank, world size) of the attached trainer, or a fresh single process."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 0, 1
+        return trainer.global_step, trainer.global_rank, trainer.world_size
+
+    def _per_device(self, batch_size: int, world_size: int) -> int:
+        if batch_size < world_size or batch_size % world_size:
+            raise ValueError(
+                f"batch size {batch_size} cannot be split evenly over {world_size} devices; "
+                "set task.batch_size to a multiple of trainer.devices x trainer.num_nodes"
+            )
+        return batch_size // world_size
+
+    def _loader(self, dataset: Dataset, **kwargs) -> DataLoader:
         return DataLoader(
-            SplitDataset(data.splits[split]),
-            batch_size=self.batch_size if shuffle else self.eval_batch_size,
-            shuffle=shuffle,
-            generator=generator if shuffle else None,
-            num_workers=self.num_workers,
-            collate_fn=lambda batch: collate(batch, self.trim_padding),
-            persistent_workers=self.num_workers > 0,
+            dataset, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+            collate_fn=partial(collate, trim_padding=self.trim_padding),
+            # An own generator keeps loaders from drawing on the global RNG (dropout's), so a
+            # resumed run and an uninterrupted one consume the same random numbers.
+            generator=torch.Generator().manual_seed(self.seed), **kwargs,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        step, rank, world = self._placement()
+        split = self.load().splits["train"]
+        sampler = StepBatchSampler(len(split), self._per_device(self.batch_size, world), seed=self.seed,
+                                   total_steps=self.total_steps, start_step=step, rank=rank,
+                                   world_size=world)
+        return self._loader(SplitDataset(split), batch_sampler=sampler)
+
+    def _eval_loader(self, name: str) -> DataLoader:
+        _, rank, world = self._placement()
+        split = self.load().splits[name]
+        dataset = Subset(SplitDataset(split), shard(len(split), rank, world))
+        return self._loader(dataset, batch_size=self._per_device(self.eval_batch_size, world),
+                            shuffle=False)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._eval_loader("test")
+
+
+def check_not_empty(split: SplitArrays, where: str) -> None:
+    """Raise a clear error if any example has no token at all (it cannot be pooled)."""
+    ids = split.ids.reshape(len(split), -1, split.ids.shape[-1])  # (N, docs, L)
+    empty = np.flatnonzero(~(ids != 0).any(axis=-1).all(axis=-1))
+    if empty.size:
+        raise ValueError(
+            f"{where}: {empty.size} example(s) are all padding (first at row {empty[0]}); "
+            "every example needs at least one token. Fix or drop these rows and rebuild the cache "
+            "(delete the task's folder under the cache dir)."
+        )

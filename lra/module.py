@@ -7,15 +7,22 @@ both documents with one encoder and classify [u, v, u*v, u-v] (REFERENCE §2).
 
 from __future__ import annotations
 
+import logging
 import math
+import random
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lotformer.encoder import LRAEncoder
+from lra.errors import NonFiniteLossError
+
+log = logging.getLogger(__name__)
+NONFINITE_POLICIES = ("stop", "skip")
 
 
 def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, start_factor: float = 0.1,
@@ -36,9 +43,13 @@ class LRAModule(L.LightningModule):
                  attention_options: dict | None = None, lr: float = 1e-4,
                  betas: tuple[float, float] = (0.9, 0.98), adam_eps: float = 1e-8,
                  weight_decay: float = 0.0, warmup_steps: int = 0, total_steps: int = 1,
-                 start_factor: float = 0.1, end_factor: float = 0.4) -> None:
+                 start_factor: float = 0.1, end_factor: float = 0.4,
+                 on_nonfinite: str = "stop") -> None:
         super().__init__()
+        if on_nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(f"on_nonfinite must be one of {NONFINITE_POLICIES}, got {on_nonfinite!r}")
         self.save_hyperparameters()
+        self.skipped_batches = 0
         self.encoder = LRAEncoder(
             vocab_size=vocab_size, max_len=max_len, dim=dim, depth=depth, num_heads=num_heads,
             mlp_dim=mlp_dim, dropout=dropout, attention=attention,
@@ -78,13 +89,53 @@ class LRAModule(L.LightningModule):
         return loss
 
     def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
+        loss = self._step(batch, "train")
+        # One flag per step, agreed across ranks so that all of them stop or skip together.
+        nonfinite = self.trainer.strategy.reduce_boolean_decision(
+            not bool(torch.isfinite(loss)), all=False)
+        if not nonfinite:
+            return loss
+        indices = batch[3].tolist()
+        if self.hparams.on_nonfinite == "skip":
+            self.skipped_batches += 1
+            log.warning("non-finite loss at step %d (examples %s): batch skipped",
+                        self.global_step, indices)
+            return None  # Lightning skips the optimizer step for this batch
+        path = f"{self.trainer.default_root_dir}/checkpoints/nonfinite-step{self.global_step}.ckpt"
+        self.trainer.save_checkpoint(path)  # parameters from before this step
+        raise NonFiniteLossError(
+            f"the training loss became {loss.item()} at step {self.global_step} on the batch of "
+            f"training examples {indices}. The model from before this step is saved in {path}. "
+            "Lower the learning rate, check these examples, or set on_nonfinite=skip to skip such "
+            "batches."
+        )
 
     def validation_step(self, batch, batch_idx):
         self._step(batch, "val")
 
     def test_step(self, batch, batch_idx):
         self._step(batch, "test")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Store the random states, so a resumed run draws the same dropout masks."""
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        checkpoint["rng_states"] = {  # tensors and plain values only: loadable with weights_only
+            "torch": torch.get_rng_state(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+            "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        states = checkpoint.get("rng_states")
+        if not states:
+            return
+        torch.set_rng_state(states["torch"])
+        kind, keys, pos, has_gauss, gauss = states["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        random.setstate(states["python"])
+        if states["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
 
     def configure_optimizers(self):
         hp = self.hparams

@@ -6,15 +6,20 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
+
+from lotformer.attention import UnknownAttentionError
+from lra.errors import CheckpointError, ConfigError
 
 from lra.datamodule import LRADataModule
 from lra.module import LRAModule
@@ -40,18 +45,142 @@ def resolve_precision(precision: str | int) -> str | int:
     return "32-true"
 
 
+def check_config(cfg: DictConfig) -> None:
+    """Reject settings that cannot work together, before any data or model is built."""
+    task, attn, t = cfg.task, cfg.attn, cfg.trainer
+    world = int(t.devices if isinstance(t.devices, int) else 1) * int(t.num_nodes)
+    if task.batch_size < world or task.batch_size % world:
+        raise ConfigError(
+            f"task.batch_size={task.batch_size} cannot be split over {world} device(s): the batch "
+            "size is global, so set it to a multiple of trainer.devices x trainer.num_nodes.")
+    if attn.name == "lot" and attn.rank > task.max_len:
+        raise ConfigError(
+            f"LOT rank attn.rank={attn.rank} is larger than the sequence length task.max_len="
+            f"{task.max_len}; more pivots than tokens cannot help. Use attn.rank <= {task.max_len}.")
+    if attn.name == "linformer" and attn.proj_dim > task.max_len:
+        raise ConfigError(
+            f"Linformer projects the sequence to attn.proj_dim={attn.proj_dim} rows, more than its "
+            f"task.max_len={task.max_len} positions; use attn.proj_dim <= {task.max_len}.")
+    if t.max_steps < 1:
+        raise ConfigError(f"trainer.max_steps must be >= 1, got {t.max_steps}")
+    if cfg.on_nonfinite not in ("stop", "skip"):
+        raise ConfigError(f"on_nonfinite must be 'stop' or 'skip', got {cfg.on_nonfinite!r}")
+
+
+def resolve_resume(resume: str | None, run_dir: Path) -> tuple[Path | None, Path]:
+    """(checkpoint to resume from or None, run dir to write to) for `resume=`.
+
+    null: a fresh run. auto: this run dir's last checkpoint if there is one (rerun the same
+    command with hydra.run.dir=<old run dir>). A run dir: its last checkpoint, and the run
+    continues writing there. A .ckpt file: that checkpoint.
+    """
+    if not resume:
+        return None, run_dir
+    if resume == "auto":
+        last = run_dir / "checkpoints" / "last.ckpt"
+        return (last if last.is_file() else None), run_dir
+    target = Path(resume)
+    if target.is_dir():
+        last = target / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            raise CheckpointError(f"resume={resume}: no checkpoints/last.ckpt in that run directory; "
+                                  "pass a .ckpt file, or drop resume= to start afresh.")
+        return last, target
+    if target.is_file():
+        return target, target.parent.parent if target.parent.name == "checkpoints" else run_dir
+    raise CheckpointError(f"resume={resume}: no such run directory or checkpoint file.")
+
+
+def check_checkpoint(path: Path) -> None:
+    """Fail with a clear message if a checkpoint cannot be read back."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        missing = {"state_dict", "loops", "optimizer_states"} - set(checkpoint)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise CheckpointError(
+            f"cannot resume: checkpoint {path} is unreadable or corrupt ({type(err).__name__}: "
+            f"{err}). Delete it and resume from an earlier checkpoint, or start a fresh run.") from None
+    if missing:
+        raise CheckpointError(f"cannot resume: {path} is not a training checkpoint (it lacks "
+                              f"{', '.join(sorted(missing))}); pass the run's checkpoints/last.ckpt.")
+
+
+class Preempted(SystemExit):
+    """Raised after SIGTERM once the resume checkpoint is saved: the process exits with 143."""
+
+    def __init__(self) -> None:
+        super().__init__(128 + signal.SIGTERM)
+
+
+class ResumeCheckpoint(Checkpoint):
+    """Writes `last.ckpt` every `every_n_steps` steps and on SIGTERM, then exits on SIGTERM.
+
+    A checkpoint is only written where Lightning resumes exactly: right after a training step
+    when no validation is due, else right after that step's validation. (Written before a due
+    validation, the restored run would skip that validation; written while it runs, it would
+    not be repeated in full.) SIGTERM is therefore only noted when it arrives; the save and the
+    exit happen at the next such point. Being a `Checkpoint`, it runs after the best-model
+    checkpoint, so a save after validation includes that validation's best-model update.
+    """
+
+    def __init__(self, path: Path, every_n_steps: int) -> None:
+        self.path = path
+        self.every_n_steps = every_n_steps
+        self._sigterm = False
+        self._pending = False
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._note_sigterm)  # replaces Lightning's handler
+
+    def _note_sigterm(self, signum, frame) -> None:
+        self._sigterm = True
+
+    def _save(self, trainer: L.Trainer) -> None:
+        self._pending = False
+        trainer.save_checkpoint(self.path)
+        if trainer.strategy.reduce_boolean_decision(self._sigterm, all=False):
+            log.warning("SIGTERM: saved %s at step %d; resume with resume=%s", self.path,
+                        trainer.global_step, self.path.parent.parent)
+            raise Preempted()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        sigterm = trainer.strategy.reduce_boolean_decision(self._sigterm, all=False)
+        if not (sigterm or step % self.every_n_steps == 0):
+            return
+        validation_due = step % trainer.val_check_batch == 0 or step >= trainer.max_steps
+        if validation_due:
+            self._pending = True
+        else:
+            self._save(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._pending and not trainer.sanity_checking:
+            self._save(trainer)
+
+
 def build_datamodule(cfg: DictConfig) -> LRADataModule:
     task = cfg.task
     return LRADataModule(
         task=task.name, data_dir=cfg.paths.data_dir, cache_dir=cfg.paths.cache_dir,
         max_len=task.max_len, batch_size=task.batch_size,
         eval_batch_size=cfg.trainer.eval_batch_size, num_workers=cfg.trainer.num_workers,
-        seed=cfg.seed, data_options=OmegaConf.to_container(task.get("data") or {}, resolve=True),
+        seed=cfg.seed, total_steps=cfg.trainer.max_steps, data_options=OmegaConf.to_container(task.get("data") or {}, resolve=True),
     )
 
 
 def build_module(cfg: DictConfig) -> LRAModule:
     task, model = cfg.task, cfg.model
+    try:
+        return _build_module(cfg, task, model)
+    except UnknownAttentionError:
+        raise
+    except (ValueError, TypeError) as err:  # an attention option the backend rejects
+        raise ConfigError(f"attention backend {cfg.attn.name!r}: {err}") from None
+
+
+def _build_module(cfg: DictConfig, task: DictConfig, model: DictConfig) -> LRAModule:
     return LRAModule(
         vocab_size=task.vocab_size, max_len=task.max_len, num_classes=task.num_classes,
         dual=task.dual, dim=model.dim, depth=model.depth, num_heads=model.num_heads,
@@ -60,7 +189,7 @@ def build_module(cfg: DictConfig) -> LRAModule:
         lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), adam_eps=cfg.optim.eps,
         weight_decay=cfg.optim.weight_decay, warmup_steps=cfg.sched.warmup_steps,
         total_steps=cfg.trainer.max_steps, start_factor=cfg.sched.start_factor,
-        end_factor=cfg.sched.end_factor,
+        end_factor=cfg.sched.end_factor, on_nonfinite=cfg.on_nonfinite,
     )
 
 
@@ -84,8 +213,12 @@ def build_trainer(cfg: DictConfig, run_dir: Path, meter: ThroughputMeter) -> L.T
     t = cfg.trainer
     callbacks: list[L.Callback] = [meter]
     ck = cfg.callbacks.checkpoint
-    callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor=ck.monitor, mode=ck.mode,
-                                     save_last=ck.save_last, filename="best-{step}"))
+    checkpoints = run_dir / "checkpoints"
+    # Best validation accuracy (evaluated on test at the end) ...
+    callbacks.append(ModelCheckpoint(dirpath=checkpoints, monitor=ck.monitor, mode=ck.mode,
+                                     save_top_k=1, filename="best-{step}"))
+    # ... and last.ckpt every `every_n_steps` training steps and on SIGTERM, for resuming.
+    callbacks.append(ResumeCheckpoint(checkpoints / "last.ckpt", ck.every_n_steps))
     bar = cfg.callbacks.progress_bar
     if bar == "rich":
         callbacks.append(RichProgressBar())
@@ -101,6 +234,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, meter: ThroughputMeter) -> L.T
         log_every_n_steps=t.log_every_n_steps, deterministic=t.deterministic,
         logger=build_logger(cfg, run_dir), callbacks=callbacks, default_root_dir=run_dir,
         enable_progress_bar=bar != "none",
+        use_distributed_sampler=False,  # the datamodule shards batches itself (lra/sampling.py)
     )
 
 
@@ -111,7 +245,11 @@ def _metric(metrics: dict, key: str) -> float | None:
 
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Train, evaluate the best-validation checkpoint on test, write and return the record."""
-    run_dir = Path(run_dir)
+    check_config(cfg)
+    resume_from, run_dir = resolve_resume(cfg.get("resume"), Path(run_dir))
+    if resume_from is not None:
+        check_checkpoint(resume_from)
+        log.info("resuming from %s", resume_from)
     started = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True)
 
@@ -123,7 +261,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     meter = ThroughputMeter()
     trainer = build_trainer(cfg, run_dir, meter)
 
-    trainer.fit(model, datamodule=datamodule)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint else ""
     val_acc = float(checkpoint.best_model_score) if checkpoint and checkpoint.best_model_score is not None else None
@@ -146,6 +284,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         "memory": peak_memory(trainer.strategy.root_device),
         "wall_time_s": time.perf_counter() - started,
         "steps": int(trainer.global_step),
+        "resumed_from": str(resume_from) if resume_from else None,
+        "skipped_nonfinite_batches": model.skipped_batches,
         "best_checkpoint": best_path or None,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "versions": versions(),
@@ -159,4 +299,16 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         record["record_path"] = str(write_record(run_dir, record))
     if isinstance(trainer.logger, WandbLogger):
         trainer.logger.experiment.finish()  # flush the run now, not at interpreter exit
+    return record
+
+
+def failure_record(cfg: DictConfig, run_dir: str | Path, error: BaseException) -> dict[str, Any]:
+    """A record for a run that failed, so sweeps and tables show it as a gap with a reason."""
+    record = {
+        "task": cfg.task.name, "attention": cfg.attn.name, "seed": int(cfg.seed),
+        "tag": cfg.get("tag"), "status": "failed", "error": f"{type(error).__name__}: {error}",
+        "config": OmegaConf.to_container(cfg, resolve=True), "versions": versions(),
+        "git": git_info(), "device": device_info(), "run_dir": str(run_dir), "created": now_iso(),
+    }
+    record["record_path"] = str(write_record(run_dir, record))
     return record

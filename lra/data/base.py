@@ -7,16 +7,18 @@ from pathlib import Path
 
 import numpy as np
 
+from lra.errors import UserError
+
 SPLITS = ("train", "val", "test")
 # Where the data came from, as recorded in every results record.
 SOURCES = ("official", "sample", "generated", "raw", "hf", "tfds")
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(UserError, FileNotFoundError):
     """A task's data is missing; the message lists the paths searched and how to get it."""
 
 
-class MalformedDataError(ValueError):
+class MalformedDataError(UserError, ValueError):
     """A data file has a row that cannot be read; the message names file and line."""
 
 
