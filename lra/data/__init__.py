@@ -16,6 +16,11 @@ log = logging.getLogger(__name__)
 # Task name -> module under lra.data implementing locate() and read().
 TASK_MODULES = {
     "listops": "listops",
+    "text": "text",
+    "retrieval": "retrieval",
+    "image": "image",
+    "pathfinder": "pathfinder",
+    "pathx": "pathx",
 }
 
 

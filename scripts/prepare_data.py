@@ -1,0 +1,248 @@
+#!/usr/bin/env python
+"""Prepare Long Range Arena data: generate synthetic sets, report what is where, build caches.
+
+  python scripts/prepare_data.py generate listops --out DIR --train 96000 --val 2000 --test 2000 --seed 0
+  python scripts/prepare_data.py generate pathfinder --out DIR --n 200000 --resolution 32 \\
+      --difficulty hard --seed 0 --workers 8
+  python scripts/prepare_data.py status [--data-dir DIR]
+  python scripts/prepare_data.py prepare TASK [--data-dir DIR] [--cache-dir DIR] [--max-len N] \\
+      [--option KEY=VALUE ...]
+
+The data dir defaults to $LRA_DATA_DIR, else ./data; the cache dir to <data dir>/.cache (the
+same defaults as configs/paths). Missing or malformed data ends with a one-paragraph message
+and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import sys
+from pathlib import Path
+
+TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
+DEFAULT_MAX_LEN = {"listops": 2000, "text": 4000, "retrieval": 4000, "image": 1024,
+                   "pathfinder": 1024, "pathx": 16384}
+EXIT_USER_ERROR = 2
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("LRA_DATA_DIR", "data"))
+
+
+# ----------------------------------------------------------------------------- generate
+def cmd_generate(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if args.what == "listops":
+        from lra.data.listops import write_release
+
+        sizes = {"train": args.train, "val": args.val, "test": args.test}
+        folder = write_release(out, sizes, args.seed)
+        print(f"wrote ListOps {sizes} (seed {args.seed}) to {folder}")
+    else:
+        from lra.data.pathfinder import generate_release
+
+        folder = generate_release(out, args.n, resolution=args.resolution, difficulty=args.difficulty,
+                                  seed=args.seed, workers=args.workers, progress=not args.quiet)
+        print(f"wrote {args.n} Pathfinder-{args.resolution} images ({args.difficulty}, seed {args.seed}) "
+              f"to {folder}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- status
+def _count_lines(path: Path, header: bool = False) -> int:
+    with open(path, "rb") as handle:
+        count = sum(1 for line in handle if line.strip())
+    return count - int(header)
+
+
+def _split_sizes(task: str, located) -> dict[str, int | str]:
+    """Cheap split sizes of located inputs (no tokenizing, no image decoding)."""
+    files, settings = located.files, located.settings
+    if task == "listops":
+        return {s: _count_lines(p, header=True) for s, p in files.items()}
+    if task == "retrieval":
+        return {s: _count_lines(p) for s, p in files.items()}
+    if task in ("pathfinder", "pathx"):
+        from lra.data.pathfinder import read_metadata
+
+        total = sum(len(read_metadata(p)) for p in files.values())
+        n_train, n_val = int(total * 0.8), int(total * 0.1)
+        return {"train": n_train, "val": n_val, "test": total - n_train - n_val}
+    reader = settings.get("reader")
+    raw: dict[str, int | str] = {}
+    if reader == "aclImdb":
+        for split in ("train", "test"):
+            raw[split] = sum(len(list(files[f"{split}_{label}"].glob("*.txt"))) for label in ("neg", "pos"))
+    elif reader == "pickle":
+        def batch_size(path: Path) -> int:
+            with open(path, "rb") as handle:
+                return len(pickle.load(handle, encoding="bytes")[b"labels"])
+
+        raw = {"train": sum(batch_size(files[f"data_batch_{i}"]) for i in range(1, 6)),
+               "test": batch_size(files["test_batch"])}
+    elif reader == "hf":
+        import pyarrow.parquet as pq
+
+        for key, path in files.items():
+            split = key.rsplit("_", 1)[0]
+            if path.suffix != ".parquet":
+                raw[split] = "?"
+            elif raw.get(split) != "?":
+                raw[split] = int(raw.get(split, 0)) + pq.ParquetFile(path).metadata.num_rows
+    elif reader == "tfds":
+        info = json.loads(files["dataset_info"].read_text())
+        for split in info.get("splits", []):
+            raw[split["name"]] = sum(int(n) for n in split.get("shardLengths", []))
+    if task == "text":
+        return {"train": raw.get("train", "?"), "val": "= test", "test": raw.get("test", "?")}
+    train = raw.get("train", "?")
+    if isinstance(train, int):
+        n_val = int(round(train * 0.1))
+        return {"train": train - n_val, "val": n_val, "test": raw.get("test", "?")}
+    return {"train": "?", "val": "?", "test": raw.get("test", "?")}
+
+
+def _source_label(task: str, located, sizes: dict) -> str:
+    if located.source:
+        return located.source
+    from importlib import import_module
+
+    official = getattr(import_module(f"lra.data.{'pathfinder' if task == 'pathx' else task}"),
+                       "OFFICIAL_SIZES", None)
+    if task in ("pathfinder", "pathx"):
+        from lra.data.pathfinder import OFFICIAL_MIN_IMAGES
+
+        return "official" if sum(sizes.values()) >= OFFICIAL_MIN_IMAGES else "sample"
+    if official and all(isinstance(sizes.get(s), int) and sizes[s] >= n for s, n in official.items()):
+        return "official"
+    return "sample"
+
+
+def task_status(task: str, data_dir: Path) -> dict:
+    """{task, found, source, location, sizes, help} for one task."""
+    from lra.data import task_module
+    from lra.data.base import DataNotFoundError
+
+    module = task_module(task)
+    try:
+        located = module.locate(data_dir)
+    except DataNotFoundError as err:
+        return {"task": task, "found": False, "help": str(err)}
+    sizes = _split_sizes(task, located)
+    where = located.settings.get("folder") or located.settings.get("version_dir") or \
+        str(Path(next(iter(located.files.values()))).parent)
+    return {"task": task, "found": True, "source": _source_label(task, located, sizes),
+            "location": where, "sizes": sizes}
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    rows = [task_status(task, data_dir) for task in TASKS]
+    console = Console(width=max(120, Console().width))
+    table = Table(title=f"LRA data under {data_dir.resolve()}")
+    for column in ("task", "status", "source", "train", "val", "test", "location"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        if row["found"]:
+            sizes = row["sizes"]
+            table.add_row(row["task"], "[green]found", row["source"], str(sizes["train"]), str(sizes["val"]),
+                          str(sizes["test"]), row["location"])
+        else:
+            table.add_row(row["task"], "[red]missing", "-", "-", "-", "-", "-")
+    console.print(table)
+    for row in rows:
+        if not row["found"]:
+            console.print(f"\n[bold]{row['task']}[/bold]: {row['help']}", highlight=False)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+    return 0
+
+
+# ----------------------------------------------------------------------------- prepare
+def _parse_option(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--option takes KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from lra.data import load_task
+
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    cache_dir = Path(args.cache_dir) if args.cache_dir else data_dir / ".cache"
+    max_len = args.max_len or DEFAULT_MAX_LEN[args.task]
+    options = dict(args.option or [])
+    data = load_task(args.task, data_dir=data_dir, cache_dir=cache_dir, max_len=max_len, **options)
+    print(f"{args.task}: source {data.source}, sizes {data.sizes()}, from {data.location}; "
+          f"cache in {cache_dir}")
+    for note in data.notes:
+        print(f"  note: {note}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    generate = commands.add_parser("generate", help="write a synthetic data set in the official layout")
+    kinds = generate.add_subparsers(dest="what", required=True)
+    listops = kinds.add_parser("listops", help="ListOps with the LRA generator algorithm")
+    listops.add_argument("--out", required=True, help="folder to write listops-1000/ into")
+    listops.add_argument("--train", type=int, default=96000)
+    listops.add_argument("--val", type=int, default=2000)
+    listops.add_argument("--test", type=int, default=2000)
+    listops.add_argument("--seed", type=int, default=0)
+    pathfinder = kinds.add_parser("pathfinder", help="Pathfinder / Path-X images (Linsley et al. 2018)")
+    pathfinder.add_argument("--out", required=True, help="folder to write pathfinder{res}/ into")
+    pathfinder.add_argument("--n", type=int, required=True, help="number of images")
+    pathfinder.add_argument("--resolution", type=int, choices=(32, 128), default=32)
+    pathfinder.add_argument("--difficulty", choices=("easy", "medium", "hard"), default="hard")
+    pathfinder.add_argument("--seed", type=int, default=0)
+    pathfinder.add_argument("--workers", type=int, default=max(1, min(8, os.cpu_count() or 1)))
+    pathfinder.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    status = commands.add_parser("status", help="where each task's data is, with split sizes")
+    status.add_argument("--data-dir", help="default: $LRA_DATA_DIR or ./data")
+    status.add_argument("--json", action="store_true", help="also print the rows as JSON")
+
+    prepare = commands.add_parser("prepare", help="read a task and build its cache")
+    prepare.add_argument("task", choices=TASKS)
+    prepare.add_argument("--data-dir", help="default: $LRA_DATA_DIR or ./data")
+    prepare.add_argument("--cache-dir", help="default: <data dir>/.cache")
+    prepare.add_argument("--max-len", type=int, help="default: the task's LRA length")
+    prepare.add_argument("--option", action="append", type=_parse_option, metavar="KEY=VALUE",
+                         help="a locate() option of the task, e.g. difficulty=medium or "
+                              "generate='{\"n\": 1000, \"seed\": 0}' (JSON values)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from lra.errors import UserError
+
+    try:
+        return {"generate": cmd_generate, "status": cmd_status, "prepare": cmd_prepare}[args.command](args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except (TypeError, ValueError) as err:  # an unknown or invalid task option
+        if isinstance(err, TypeError) and "keyword argument" not in str(err):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
