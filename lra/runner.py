@@ -166,7 +166,7 @@ def build_datamodule(cfg: DictConfig) -> LRADataModule:
         task=task.name, data_dir=cfg.paths.data_dir, cache_dir=cfg.paths.cache_dir,
         max_len=task.max_len, batch_size=task.batch_size,
         eval_batch_size=cfg.trainer.eval_batch_size, num_workers=cfg.trainer.num_workers,
-        seed=cfg.seed, total_steps=cfg.trainer.max_steps, data_options=OmegaConf.to_container(task.get("data") or {}, resolve=True),
+        seed=cfg.seed, total_steps=cfg.trainer.max_steps, data_options=OmegaConf.to_container(task.data, resolve=True) if task.get("data") is not None else {},
     )
 
 
@@ -251,6 +251,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         check_checkpoint(resume_from)
         log.info("resuming from %s", resume_from)
     started = time.perf_counter()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()  # a run's peak, not an earlier run's in this process
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = build_datamodule(cfg)
