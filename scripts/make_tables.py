@@ -1,0 +1,103 @@
+"""Make the paper's tables from results records.
+
+    python scripts/make_tables.py outputs --out results/
+
+Reads only the `results.json` records under the given run directories (see lra/results.py)
+and writes, as Markdown, LaTeX and CSV:
+  <out>/<prefix>_accuracy.{md,tex,csv}    LRA test accuracy, mean ± std over seeds
+  <out>/<prefix>_efficiency.{md,tex,csv}  training samples/s and peak memory vs softmax
+Missing cells and failed runs become gaps with a note; unreadable records are reported and
+skipped. The aggregation lives in lra/tables.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from lra.tables import (ACCURACY_CSV_FIELDS, EFFICIENCY_CSV_FIELDS, TEXT_COLUMNS, Table,
+                        accuracy_table, efficiency_table, filter_by_tag, load_records,
+                        render_csv, render_latex, render_markdown)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                        help="run or sweep directories (searched recursively for results.json)")
+    parser.add_argument("--out", default="results", help="output folder (default: results)")
+    parser.add_argument("--prefix", default="lra",
+                        help="output file stem: <prefix>_accuracy.* and <prefix>_efficiency.*")
+    parser.add_argument("--no-published", action="store_true",
+                        help="leave out the published reference rows")
+    parser.add_argument("--tag", default=None,
+                        help="use only records whose tag matches this glob, e.g. 'lra/*'")
+    parser.add_argument("--digits", type=int, default=1, help="decimals of accuracy cells")
+    return parser.parse_args(argv)
+
+
+def show(console: Console, table: Table) -> None:
+    """Print a table with rich: bold best cells, the published block as a second section."""
+    rich = RichTable(title=table.title, title_justify="left")
+    for column in table.columns:
+        rich.add_column(column, justify="left" if column in TEXT_COLUMNS else "right")
+
+    def add(row):
+        rich.add_row(*[(f"[bold]{c.text}[/bold]" if c.best else c.text) + c.mark for c in row])
+
+    for row in table.rows:
+        add(row)
+    if table.extra_rows:
+        rich.add_section()
+        rich.add_row(f"[italic]{table.extra_title}[/italic]")
+        for row in table.extra_rows:
+            add(row)
+    console.print(rich)
+    for note in table.notes:
+        console.print(f"  - {note}", markup=False, highlight=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    console = Console(width=None if sys.stdout.isatty() else 200)  # no wrapping into logs
+    loaded = load_records(args.run_dirs)
+    for problem in loaded.skipped:
+        console.print(f"[yellow]skipped[/yellow] {problem}", soft_wrap=True, highlight=False)
+    records, dropped = filter_by_tag(loaded.records, args.tag)
+    if dropped:
+        console.print(f"left out {dropped} record(s) whose tag does not match {args.tag!r}")
+    if not records:
+        console.print(f"[red]no usable results records under {', '.join(args.run_dirs)}[/red]; "
+                      "run train.py first (see EXPERIMENTS.md)")
+        return 1
+
+    skipped_note = ([f"Skipped inputs (unreadable or malformed): {'; '.join(loaded.skipped)}."]
+                    if loaded.skipped else [])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tables = {
+        "accuracy": (accuracy_table(records, published=not args.no_published, digits=args.digits),
+                     ACCURACY_CSV_FIELDS),
+        "efficiency": (efficiency_table(records), EFFICIENCY_CSV_FIELDS),
+    }
+    written = []
+    for name, (table, fields) in tables.items():
+        table.notes += skipped_note
+        show(console, table)
+        stem = out / f"{args.prefix}_{name}"
+        for suffix, text in ((".md", render_markdown(table)), (".tex", render_latex(table)),
+                             (".csv", render_csv(table.csv_rows, fields))):
+            path = stem.with_suffix(suffix)
+            path.write_text(text, encoding="utf-8")
+            written.append(str(path))
+    console.print(f"{len(records)} record(s) from {', '.join(args.run_dirs)}; wrote "
+                  + ", ".join(written), soft_wrap=True, highlight=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
