@@ -12,6 +12,7 @@ Token ids (fixed; 0 is padding): digits '0'..'9' -> 1..10, '[MIN' 11, '[MAX' 12,
 from __future__ import annotations
 
 import csv
+import json
 import os
 import random
 from pathlib import Path
@@ -34,6 +35,8 @@ from lra.data.base import (
 
 NUM_CLASSES = 10
 RELEASE_FILES = {split: f"listops-1000/basic_{split}.tsv" for split in SPLITS}
+# Written beside the TSVs by `write_release`: marks a copy as generated, not official.
+GENERATED_MARKER = "generator.json"
 OFFICIAL_SIZES = {"train": 96000, "val": 2000, "test": 2000}
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
@@ -117,6 +120,9 @@ def write_release(out_dir: str | Path, sizes: dict[str, int], seed: int, **tree_
             writer.writerow(["Source", "Target"])
             writer.writerows(examples)
         os.replace(tmp, target)
+    marker = {"generator": "LRA ListOps algorithm (lra.data.listops)", "seed": seed, "sizes": sizes,
+              **tree_options}
+    (folder / GENERATED_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     return folder
 
 
@@ -158,7 +164,8 @@ def locate(data_dir: str | Path, *, generate: dict | None = None) -> Located:
     """
     files = find_release(data_dir)
     if files is not None:
-        return Located(files=files, source=None)
+        generated = (files["train"].parent / GENERATED_MARKER).is_file()
+        return Located(files=files, source="generated" if generated else None)
     if not generate:
         raise DataNotFoundError(
             f"ListOps not found: searched {Path(data_dir).resolve()} (any depth) for "

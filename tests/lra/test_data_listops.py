@@ -85,7 +85,7 @@ def test_write_release_format_and_reader(tmp_path):
                for split in ("train", "val", "test")}
     assert not (sources["train"] & sources["val"]) and not (sources["train"] & sources["test"])
     data = listops.read(listops.locate(tmp_path), max_len=2000)
-    assert data.sizes() == {"train": 6, "val": 2, "test": 2} and data.source == "sample"
+    assert data.sizes() == {"train": 6, "val": 2, "test": 2} and data.source == "generated"
 
 
 def test_malformed_row_names_file_and_line(tmp_path):
@@ -106,3 +106,11 @@ def test_missing_data_message(tmp_path):
         listops.locate(tmp_path)
     assert "listops-1000/basic_train.tsv" in str(err.value)
     assert "prepare_data.py generate listops" in str(err.value)
+
+
+def test_generated_copy_under_the_data_dir_is_recorded_as_generated(tmp_path):
+    from lra.data import load_task, listops
+
+    listops.write_release(tmp_path / "data", {"train": 3, "val": 2, "test": 2}, seed=1)
+    data = load_task("listops", data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", max_len=2000)
+    assert data.source == "generated" and data.sizes() == {"train": 3, "val": 2, "test": 2}
