@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,27 +99,37 @@ def check_labels(labels: np.ndarray, num_classes: int, where: str) -> np.ndarray
     return labels
 
 
-def find_file(root: Path, relative: str, max_depth: int = 4) -> Path | None:
-    """Find `relative` (e.g. 'listops-1000/basic_train.tsv') under root at any nesting depth.
+def walk_folders(root: Path, max_depth: int = 4,
+                 stop_below: Callable[[Path], bool] = lambda folder: False) -> Iterator[Path]:
+    """Folders under `root` (itself first), breadth-first down to `max_depth` levels.
 
-    Release copies nest differently (`lra_release/` vs `lra_release/lra_release/`); folders are
-    searched breadth-first up to `max_depth` levels, so the shallowest match wins and large
-    image folders are never walked.
+    Folders that never hold inputs (`_NEVER_SEARCHED`: image folders, caches, generated copies)
+    are skipped, so large image trees are never walked; a folder for which `stop_below` is true
+    is yielded but not descended into. Lazy: a search that stops early walks no further.
     """
-    level = [Path(root)]
+    level = [Path(root)] if Path(root).is_dir() else []
     for _ in range(max_depth + 1):
         next_level: list[Path] = []
         for folder in level:
-            candidate = folder / relative
-            if candidate.is_file():
-                return candidate
+            yield folder
+            if stop_below(folder):
+                continue
             try:
                 children = sorted(p for p in folder.iterdir() if p.is_dir())
             except OSError:
                 continue
             next_level += [c for c in children if c.name not in _NEVER_SEARCHED]
         level = next_level
-    return None
+
+
+def find_file(root: Path, relative: str, max_depth: int = 4) -> Path | None:
+    """Find `relative` (e.g. 'listops-1000/basic_train.tsv') under root at any nesting depth.
+
+    Release copies nest differently (`lra_release/` vs `lra_release/lra_release/`); the
+    shallowest match wins (see `walk_folders`).
+    """
+    return next((folder / relative for folder in walk_folders(root, max_depth)
+                 if (folder / relative).is_file()), None)
 
 
 # Folders that never hold a release copy (image folders, caches, generated copies, which are

@@ -18,49 +18,27 @@ from pathlib import Path
 
 import numpy as np
 
-from lra.data.base import _NEVER_SEARCHED
+from lra.data.base import walk_folders
 
 # ----------------------------------------------------------------------------- folders
 def find_dirs(root: Path, names: Iterable[str], max_depth: int = 4) -> list[Path]:
     """Folders under `root` (itself included) whose name is in `names`, shallowest first.
 
-    Breadth-first like `find_file`: folders that never hold inputs (image folders, caches,
-    generated copies) are not descended into, and matches are not searched below.
+    Breadth-first like `find_file`; matches are not searched below.
     """
     names = set(names)
-    found: list[Path] = []
-    level = [Path(root)] if Path(root).is_dir() else []
-    for _ in range(max_depth + 1):
-        next_level: list[Path] = []
-        for folder in level:
-            if folder.name in names:
-                found.append(folder)
-                continue
-            try:
-                children = sorted(p for p in folder.iterdir() if p.is_dir())
-            except OSError:
-                continue
-            next_level += [c for c in children if c.name not in _NEVER_SEARCHED]
-        level = next_level
-    return found
+    return [folder for folder in walk_folders(root, max_depth, stop_below=lambda f: f.name in names)
+            if folder.name in names]
 
 
 def find_dir(root: Path, relative: str, max_depth: int = 4,
              required: Iterable[str] = ()) -> Path | None:
     """First folder `<somewhere under root>/<relative>` that contains every path in `required`."""
-    level = [Path(root)]
-    for _ in range(max_depth + 1):
-        next_level: list[Path] = []
-        for folder in level:
-            candidate = folder / relative
-            if candidate.is_dir() and all((candidate / r).exists() for r in required):
-                return candidate
-            try:
-                children = sorted(p for p in folder.iterdir() if p.is_dir())
-            except OSError:
-                continue
-            next_level += [c for c in children if c.name not in _NEVER_SEARCHED]
-        level = next_level
+    required = list(required)
+    for folder in walk_folders(root, max_depth):
+        candidate = folder / relative
+        if candidate.is_dir() and all((candidate / r).exists() for r in required):
+            return candidate
     return None
 
 

@@ -54,7 +54,7 @@ def test_status_reports_found_and_missing(data_dir, tmp_path):
     rows = {row["task"]: row for row in json.loads(result.stdout[result.stdout.index("[\n"):])}
     assert set(rows) == {"listops", "text", "retrieval", "image", "pathfinder", "pathx"}
     assert rows["listops"]["found"] and rows["listops"]["sizes"] == {"train": 12, "val": 3, "test": 4}
-    assert rows["listops"]["source"] == "sample"
+    assert rows["listops"]["source"] == "generated"  # written by `generate listops`
     assert rows["pathfinder"]["found"] and rows["pathfinder"]["source"] == "generated"
     assert rows["pathfinder"]["sizes"] == {"train": 8, "val": 1, "test": 1}
     for task in ("text", "retrieval", "image", "pathx"):
