@@ -11,6 +11,9 @@ the head split/merge live once, in `MultiHeadAttention` (lotformer/attention/mul
 
 from __future__ import annotations
 
+import functools
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -63,3 +66,25 @@ def zero_padded(x: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch
     if key_padding_mask is None:
         return x
     return x * key_padding_mask[:, None, :, None].to(x.dtype)
+
+
+Forward = Callable[..., torch.Tensor]
+
+
+def computes_in_float32(forward: Forward) -> Forward:
+    """Decorator for a backend's `forward`: checks shapes, then runs it on q, k, v upcast to
+    at least float32 with autocast off, and casts the output back to the input dtype.
+
+    For backends whose math (normalisations, iterative solves) is unsafe in half precision.
+    """
+
+    @functools.wraps(forward)
+    def wrapped(self, q, k, v, key_padding_mask=None):
+        check_qkv(q, k, v, key_padding_mask)
+        dtype = q.dtype
+        compute = torch.promote_types(dtype, torch.float32)
+        with torch.autocast(device_type=q.device.type, enabled=False):
+            out = forward(self, q.to(compute), k.to(compute), v.to(compute), key_padding_mask)
+        return out.to(dtype)
+
+    return wrapped

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lotformer.attention.base import AttentionBackend, check_qkv, zero_padded
+from lotformer.attention.base import AttentionBackend, computes_in_float32, zero_padded
 from lotformer.attention.registry import register_attention
 
 
@@ -102,21 +102,17 @@ class NystromAttention(AttentionBackend):
             self.conv = nn.Conv2d(num_heads, num_heads, kernel_size=(conv_kernel, 1),
                                   padding=(conv_kernel // 2, 0), groups=num_heads, bias=False)
 
+    @computes_in_float32
     def forward(self, q, k, v, key_padding_mask=None):
-        check_qkv(q, k, v, key_padding_mask)
-        dtype = q.dtype
-        compute = torch.promote_types(dtype, torch.float32)
-        with torch.autocast(device_type=q.device.type, enabled=False):
-            q, k, v = q.to(compute), k.to(compute), v.to(compute)
-            v = zero_padded(v, key_padding_mask)  # (B, H, N, Dv)
-            if self.num_landmarks >= q.shape[-2]:
-                out = self._exact(q, k, v, key_padding_mask)
-            else:
-                out = self._nystrom(q, k, v, key_padding_mask)
-            if self.conv is not None:
-                out = out + F.conv2d(  # depthwise over N, one filter per head
-                    v, self.conv.weight.to(compute), padding=self.conv.padding, groups=self.num_heads)
-        return out.to(dtype)
+        v = zero_padded(v, key_padding_mask)  # (B, H, N, Dv)
+        if self.num_landmarks >= q.shape[-2]:
+            out = self._exact(q, k, v, key_padding_mask)
+        else:
+            out = self._nystrom(q, k, v, key_padding_mask)
+        if self.conv is not None:
+            out = out + F.conv2d(  # depthwise over N, one filter per head
+                v, self.conv.weight.to(v.dtype), padding=self.conv.padding, groups=self.num_heads)
+        return out
 
     @staticmethod
     def _exact(q, k, v, key_padding_mask):

@@ -26,7 +26,7 @@ import math
 
 import torch
 
-from lotformer.attention.base import AttentionBackend, check_qkv
+from lotformer.attention.base import AttentionBackend, computes_in_float32
 from lotformer.attention.registry import register_attention
 
 # Finite stand-in for -inf on masked score entries: exp() of it is exactly 0, and unlike
@@ -89,15 +89,10 @@ class SinkhornAttention(AttentionBackend):
             raise ValueError(f"n_iters must be >= 0 (0 = softmax), got {n_iters}")
         self.n_iters = n_iters
 
+    @computes_in_float32
     def forward(self, q, k, v, key_padding_mask=None):
-        check_qkv(q, k, v, key_padding_mask)
-        dtype = q.dtype
-        compute = torch.promote_types(dtype, torch.float32)
-        with torch.autocast(device_type=q.device.type, enabled=False):
-            attn = sinkhorn_attention_map(q.to(compute), k.to(compute), key_padding_mask,
-                                          n_iters=self.n_iters)  # (B, H, N, N)
-            out = attn @ v.to(compute)  # (B, H, N, D)
-        return out.to(dtype)
+        attn = sinkhorn_attention_map(q, k, key_padding_mask, n_iters=self.n_iters)  # (B, H, N, N)
+        return attn @ v  # (B, H, N, D)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, n_iters={self.n_iters}"

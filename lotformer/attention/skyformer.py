@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import torch
 
-from lotformer.attention.base import AttentionBackend, check_qkv, zero_padded
+from lotformer.attention.base import AttentionBackend, computes_in_float32, zero_padded
 from lotformer.attention.nystrom import segment_means
 from lotformer.attention.registry import register_attention
 
@@ -88,17 +88,11 @@ class SkyformerAttention(AttentionBackend):
         self.ridge = ridge
         self.eps = eps
 
+    @computes_in_float32
     def forward(self, q, k, v, key_padding_mask=None):
-        check_qkv(q, k, v, key_padding_mask)
-        dtype = q.dtype
-        compute = torch.promote_types(dtype, torch.float32)
-        with torch.autocast(device_type=q.device.type, enabled=False):
-            q, k, v = q.to(compute), k.to(compute), v.to(compute)
-            if self.num_features >= q.shape[-2]:
-                out = gaussian_kernel_attention(q, k, v, key_padding_mask, normalize=self.normalize)
-            else:
-                out = self._nystrom(q, k, v, key_padding_mask)
-        return out.to(dtype)
+        if self.num_features >= q.shape[-2]:
+            return gaussian_kernel_attention(q, k, v, key_padding_mask, normalize=self.normalize)
+        return self._nystrom(q, k, v, key_padding_mask)
 
     def _nystrom(self, q, k, v, key_padding_mask):
         B, H, N, _ = q.shape

@@ -5,7 +5,6 @@ Computed with `torch.nn.functional.scaled_dot_product_attention`; padded keys ar
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 
 from lotformer.attention.base import AttentionBackend, check_qkv
