@@ -18,13 +18,12 @@ import random
 from pathlib import Path
 
 import numpy as np
-
 from filelock import FileLock
 
 from lra.data.base import (
-    Located,
     SPLITS,
     DataNotFoundError,
+    Located,
     MalformedDataError,
     SplitArrays,
     TaskData,
@@ -32,6 +31,7 @@ from lra.data.base import (
     find_file,
     pad_rows,
 )
+from lra.data.progress import progress_bar
 
 NUM_CLASSES = 10
 RELEASE_FILES = {split: f"listops-1000/basic_{split}.tsv" for split in SPLITS}
@@ -87,21 +87,24 @@ def _generate_tree(rng: random.Random, depth: int, max_depth: int, max_args: int
 
 
 def generate_examples(n: int, seed: int, *, min_length: int = 500, max_length: int = 2000,
-                      max_depth: int = 10, max_args: int = 10,
-                      exclude: set[str] | None = None) -> list[tuple[str, int]]:
+                      max_depth: int = 10, max_args: int = 10, exclude: set[str] | None = None,
+                      progress: bool = False, description: str = "generating ListOps") -> list[tuple[str, int]]:
     """`n` distinct (source, target) pairs with min_length < length < max_length."""
     rng = random.Random(seed)
     seen = set(exclude or ())
     examples: list[tuple[str, int]] = []
-    while len(examples) < n:
-        text, value, length = _generate_tree(rng, 1, max_depth, max_args)
-        if min_length < length < max_length and text not in seen:
-            seen.add(text)
-            examples.append((text, value))
+    with progress_bar(description, n, progress) as advance:
+        while len(examples) < n:
+            text, value, length = _generate_tree(rng, 1, max_depth, max_args)
+            if min_length < length < max_length and text not in seen:
+                seen.add(text)
+                examples.append((text, value))
+                advance(1)
     return examples
 
 
-def write_release(out_dir: str | Path, sizes: dict[str, int], seed: int, **tree_options) -> Path:
+def write_release(out_dir: str | Path, sizes: dict[str, int], seed: int, progress: bool = True,
+                  **tree_options) -> Path:
     """Write `out_dir/listops-1000/basic_{split}.tsv` in the official format; returns the folder.
 
     Splits are drawn from one stream so no example appears twice across splits. Each file is
@@ -111,7 +114,8 @@ def write_release(out_dir: str | Path, sizes: dict[str, int], seed: int, **tree_
     folder.mkdir(parents=True, exist_ok=True)
     seen: set[str] = set()
     for offset, split in enumerate(SPLITS):
-        examples = generate_examples(sizes[split], seed * 1000 + offset, exclude=seen, **tree_options)
+        examples = generate_examples(sizes[split], seed * 1000 + offset, exclude=seen, progress=progress,
+                                     description=f"generating ListOps {split}", **tree_options)
         seen.update(text for text, _ in examples)
         target = folder / f"basic_{split}.tsv"
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")

@@ -34,7 +34,15 @@ from PIL import Image
 
 from lra.data import pathfinder_generator as generator
 from lra.data import sources
-from lra.data.base import DataNotFoundError, Located, MalformedDataError, SplitArrays, TaskData, check_labels
+from lra.data.base import (
+    DataNotFoundError,
+    Located,
+    MalformedDataError,
+    SplitArrays,
+    TaskData,
+    check_labels,
+)
+from lra.data.progress import progress_bar
 
 NUM_CLASSES = 2
 PIXEL_OFFSET = 1  # id = pixel + PIXEL_OFFSET
@@ -199,19 +207,10 @@ def _decode_all(paths: list[str], side: int, label: str):
         pool = multiprocessing.get_context("spawn").Pool(workers)
     try:
         results = pool.imap(_decode_chunk, jobs) if pool else map(_decode_chunk, jobs)
-        show = len(paths) >= PARALLEL_MIN_IMAGES
-        if show:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TimeRemainingColumn()) as bar:
-                task = bar.add_task(f"decoding {label}", total=len(paths))
-                for index, (pixels, status) in enumerate(results):
-                    yield index * chunk, pixels, status
-                    bar.advance(task, len(status))
-        else:
+        with progress_bar(f"decoding {label}", len(paths), len(paths) >= PARALLEL_MIN_IMAGES) as advance:
             for index, (pixels, status) in enumerate(results):
                 yield index * chunk, pixels, status
+                advance(len(status))
     finally:
         if pool is not None:
             pool.close()

@@ -53,6 +53,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from lra.data.progress import progress_bar
+
 DIFFICULTY_LENGTHS = {"easy": 6, "medium": 9, "hard": 14}
 
 
@@ -482,19 +484,10 @@ def generate(out_dir: str | Path, n: int, *, resolution: int = 32, difficulty: s
     pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
     try:
         results = pool.imap_unordered(_render_chunk, jobs) if pool else map(_render_chunk, jobs)
-        if progress:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TimeRemainingColumn())
-            with Progress(*columns) as bar:
-                task = bar.add_task(f"pathfinder{resolution} {difficulty}", total=n)
-                for part in results:
-                    rows += part
-                    bar.advance(task, len(part))
-        else:
+        with progress_bar(f"generating pathfinder{resolution} {difficulty}", n, progress) as advance:
             for part in results:
                 rows += part
+                advance(len(part))
     finally:
         if pool is not None:
             pool.close()
