@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from lra.data import sources
-from lra.data.base import DataNotFoundError, Located, MalformedDataError, SplitArrays, TaskData, check_labels
+from lra.data.base import Located, MalformedDataError, SplitArrays, TaskData, check_labels
 
 NUM_CLASSES = 10
 SEQ_LEN = 1024
@@ -42,7 +42,6 @@ OFFICIAL_SIZES = {"train": 45000, "val": 5000, "test": 10000}
 RAW_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 HF_REPO = "uoft-cs/cifar10"
 TFDS_NAME = "cifar10"
-SOURCE_CHOICES = ("auto", "raw", "hf", "tfds")
 
 GRAY_WEIGHTS = np.array([0.2989, 0.5870, 0.1140], dtype=np.float32)
 
@@ -76,38 +75,17 @@ def locate(data_dir: str | Path, *, source: str = "auto", search_caches: bool = 
     source: "auto" (that order) or one of "raw", "hf", "tfds" to insist on one.
     search_caches: also look in the Hugging Face caches and the default TFDS data dirs.
     """
-    if source not in SOURCE_CHOICES:
-        raise ValueError(f"image source must be one of {SOURCE_CHOICES}, got {source!r}")
-    data_dir = Path(data_dir)
-    searched = [f"{data_dir.resolve()}/**/cifar-10-batches-py/{{data_batch_1..5,test_batch}}"]
-    if source in ("auto", "raw"):
-        folder = sources.find_dir(data_dir, "cifar-10-batches-py", required=RAW_FILES)
-        if folder is not None:
-            return Located(files={name: folder / name for name in RAW_FILES}, source="raw",
-                           settings={"reader": "pickle"})
-    if source in ("auto", "hf"):
-        found, where = sources.find_hf_files(data_dir, HF_REPO, search_caches=search_caches)
-        searched += where
-        if found is not None:
-            files = {f"{split}_{i}": p for split, paths in found.items() for i, p in enumerate(paths)}
-            return Located(files=files, source="hf", settings={"reader": "hf"})
-    if source in ("auto", "tfds"):
-        version_dir, where = sources.find_tfds(data_dir, TFDS_NAME, search_caches=search_caches)
-        searched += where
-        if version_dir is not None:
-            return Located(files=sources.tfds_files(version_dir), source="tfds",
-                           settings={"reader": "tfds", "version_dir": str(version_dir.resolve())})
-    raise DataNotFoundError(
-        f"CIFAR-10 (task image) not found{'' if source == 'auto' else f' as source {source!r}'}; "
-        f"searched: {'; '.join(searched)}. Provide one of: (1) the python version "
-        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz extracted into the data dir "
-        "(`tar xzf cifar-10-python.tar.gz -C $LRA_DATA_DIR`); (2) the Hugging Face parquet files of "
-        "uoft-cs/cifar10 (`huggingface-cli download uoft-cs/cifar10 --repo-type dataset "
-        "--local-dir $LRA_DATA_DIR/cifar10`); (3) a TFDS copy prepared as ArrayRecord "
-        "(`tfds.builder('cifar10', data_dir='$LRA_DATA_DIR/tensorflow_datasets')"
-        ".download_and_prepare(file_format='array_record')`). Then run "
-        "`python scripts/prepare_data.py status`."
-    )
+    return sources.locate_download(
+        Path(data_dir), task="CIFAR-10 (task image)", source=source, search_caches=search_caches,
+        raw_folder="cifar-10-batches-py", raw_required=RAW_FILES, raw_reader="pickle",
+        hf_repo=HF_REPO, tfds_name=TFDS_NAME, tfds_config=None, how_to_get=(
+            "Provide one of: (1) the python version "
+            "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz extracted into the data dir "
+            "(`tar xzf cifar-10-python.tar.gz -C $LRA_DATA_DIR`); (2) the Hugging Face parquet files of "
+            "uoft-cs/cifar10 (`huggingface-cli download uoft-cs/cifar10 --repo-type dataset "
+            "--local-dir $LRA_DATA_DIR/cifar10`); (3) a TFDS copy prepared as ArrayRecord "
+            "(`tfds.builder('cifar10', data_dir='$LRA_DATA_DIR/tensorflow_datasets')"
+            ".download_and_prepare(file_format='array_record')`)."))
 
 
 # ----------------------------------------------------------------------------- read

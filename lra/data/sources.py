@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lra.data.base import walk_folders
+from lra.data.base import DataNotFoundError, Located, walk_folders
 
 # ----------------------------------------------------------------------------- folders
 def find_dirs(root: Path, names: Iterable[str], max_depth: int = 4) -> list[Path]:
@@ -40,6 +40,45 @@ def find_dir(root: Path, relative: str, max_depth: int = 4,
         if candidate.is_dir() and all((candidate / r).exists() for r in required):
             return candidate
     return None
+
+
+# ----------------------------------------------------------------------------- search order
+SOURCE_CHOICES = ("auto", "raw", "hf", "tfds")
+
+
+def locate_download(data_dir: Path, *, task: str, source: str, search_caches: bool,
+                    raw_folder: str, raw_required: list[str], raw_reader: str, hf_repo: str,
+                    tfds_name: str, tfds_config: str | None, how_to_get: str) -> Located:
+    """Find a task that comes as a raw download folder, Hugging Face files or a TFDS copy.
+
+    source: "auto" tries them in that order; "raw", "hf" or "tfds" insists on one. A miss
+    raises DataNotFoundError listing every place searched and `how_to_get`.
+    """
+    if source not in SOURCE_CHOICES:
+        raise ValueError(f"{task} source must be one of {SOURCE_CHOICES}, got {source!r}")
+    data_dir = Path(data_dir)
+    searched = [f"{data_dir.resolve()}/**/{raw_folder}/{{{','.join(raw_required)}}}"]
+    if source in ("auto", "raw"):
+        folder = find_dir(data_dir, raw_folder, required=raw_required)
+        if folder is not None:
+            files = {name.replace("/", "_"): folder / name for name in raw_required}
+            return Located(files=files, source="raw", settings={"reader": raw_reader})
+    if source in ("auto", "hf"):
+        found, where = find_hf_files(data_dir, hf_repo, search_caches=search_caches)
+        searched += where
+        if found is not None:
+            files = {f"{split}_{i}": path for split, paths in found.items() for i, path in enumerate(paths)}
+            return Located(files=files, source="hf", settings={"reader": "hf"})
+    if source in ("auto", "tfds"):
+        version_dir, where = find_tfds(data_dir, tfds_name, tfds_config, search_caches=search_caches)
+        searched += where
+        if version_dir is not None:
+            return Located(files=tfds_files(version_dir), source="tfds",
+                           settings={"reader": "tfds", "version_dir": str(version_dir.resolve())})
+    raise DataNotFoundError(
+        f"{task} not found{'' if source == 'auto' else f' as source {source!r}'}; searched: "
+        f"{'; '.join(searched)}. {how_to_get} Then run `python scripts/prepare_data.py status`."
+    )
 
 
 # ----------------------------------------------------------------------------- Hugging Face

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from lra.data import sources
-from lra.data.base import DataNotFoundError, Located, MalformedDataError, SplitArrays, TaskData, check_labels
+from lra.data.base import Located, MalformedDataError, SplitArrays, TaskData, check_labels
 from lra.data.tokenizers import encode_batch
 
 NUM_CLASSES = 2
@@ -33,67 +33,26 @@ OFFICIAL_SIZES = {"train": 25000, "test": 25000}
 HF_REPO = "stanfordnlp/imdb"
 TFDS_NAME, TFDS_CONFIG = "imdb_reviews", "plain_text"
 RAW_FOLDERS = [f"{split}/{label}" for split in ("train", "test") for label in ("neg", "pos")]
-SOURCE_CHOICES = ("auto", "raw", "hf", "tfds")
 
 
 # ----------------------------------------------------------------------------- locate
-def _find_raw(data_dir: Path) -> Located | None:
-    folder = sources.find_dir(data_dir, "aclImdb", required=RAW_FOLDERS)
-    if folder is None:
-        return None
-    files = {name.replace("/", "_"): folder / name for name in RAW_FOLDERS}
-    return Located(files=files, source="raw", settings={"reader": "aclImdb"})
-
-
-def _find_hf(data_dir: Path, search_caches: bool) -> tuple[Located | None, list[str]]:
-    found, searched = sources.find_hf_files(data_dir, HF_REPO, search_caches=search_caches)
-    if found is None:
-        return None, searched
-    files = {f"{split}_{i}": path for split, paths in found.items() for i, path in enumerate(paths)}
-    return Located(files=files, source="hf", settings={"reader": "hf"}), searched
-
-
-def _find_tfds(data_dir: Path, search_caches: bool) -> tuple[Located | None, list[str]]:
-    version_dir, searched = sources.find_tfds(data_dir, TFDS_NAME, TFDS_CONFIG, search_caches=search_caches)
-    if version_dir is None:
-        return None, searched
-    return Located(files=sources.tfds_files(version_dir), source="tfds",
-                   settings={"reader": "tfds", "version_dir": str(version_dir.resolve())}), searched
-
-
 def locate(data_dir: str | Path, *, source: str = "auto", search_caches: bool = True) -> Located:
     """Find IMDB under `data_dir`: raw `aclImdb/`, then Hugging Face files, then TFDS.
 
     source: "auto" (that order) or one of "raw", "hf", "tfds" to insist on one.
     search_caches: also look in the Hugging Face caches and the default TFDS data dirs.
     """
-    if source not in SOURCE_CHOICES:
-        raise ValueError(f"text source must be one of {SOURCE_CHOICES}, got {source!r}")
-    data_dir = Path(data_dir)
-    searched = [f"{data_dir.resolve()}/**/aclImdb/{{train,test}}/{{pos,neg}}/"]
-    if source in ("auto", "raw") and (found := _find_raw(data_dir)) is not None:
-        return found
-    if source in ("auto", "hf"):
-        found, where = _find_hf(data_dir, search_caches)
-        searched += where
-        if found is not None:
-            return found
-    if source in ("auto", "tfds"):
-        found, where = _find_tfds(data_dir, search_caches)
-        searched += where
-        if found is not None:
-            return found
-    raise DataNotFoundError(
-        f"IMDB (task text) not found{'' if source == 'auto' else f' as source {source!r}'}; searched: "
-        f"{'; '.join(searched)}. Provide one of: (1) the raw download "
-        "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz extracted into the data dir "
-        "(`tar xzf aclImdb_v1.tar.gz -C $LRA_DATA_DIR`); (2) the Hugging Face parquet files of "
-        "stanfordnlp/imdb (`huggingface-cli download stanfordnlp/imdb --repo-type dataset "
-        "--local-dir $LRA_DATA_DIR/imdb`); (3) a TFDS copy prepared as ArrayRecord "
-        "(`tfds.builder('imdb_reviews', data_dir='$LRA_DATA_DIR/tensorflow_datasets')"
-        ".download_and_prepare(file_format='array_record')`). Then run "
-        "`python scripts/prepare_data.py status`."
-    )
+    return sources.locate_download(
+        Path(data_dir), task="IMDB (task text)", source=source, search_caches=search_caches,
+        raw_folder="aclImdb", raw_required=RAW_FOLDERS, raw_reader="aclImdb", hf_repo=HF_REPO,
+        tfds_name=TFDS_NAME, tfds_config=TFDS_CONFIG, how_to_get=(
+            "Provide one of: (1) the raw download "
+            "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz extracted into the data dir "
+            "(`tar xzf aclImdb_v1.tar.gz -C $LRA_DATA_DIR`); (2) the Hugging Face parquet files of "
+            "stanfordnlp/imdb (`huggingface-cli download stanfordnlp/imdb --repo-type dataset "
+            "--local-dir $LRA_DATA_DIR/imdb`); (3) a TFDS copy prepared as ArrayRecord "
+            "(`tfds.builder('imdb_reviews', data_dir='$LRA_DATA_DIR/tensorflow_datasets')"
+            ".download_and_prepare(file_format='array_record')`)."))
 
 
 # ----------------------------------------------------------------------------- read
