@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -95,20 +97,26 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, reference_run, sig, eve
 
 
 def test_sigterm_saves_a_checkpoint_at_the_step_it_stopped(tmp_path):
+    """SIGTERM between periodic checkpoints: last.ckpt is written where training stopped."""
     run_dir = tmp_path / "run"
-    cmd = _train_cmd(_overrides(tmp_path, f"hydra.run.dir={run_dir}", "task.max_steps=400",
-                                "callbacks.checkpoint.every_n_steps=1000", "task.eval_every=1000"))
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    metrics = run_dir / "csv"
+    never = "100000"  # no periodic checkpoint, no validation, no end of training in this test
+    cmd = _train_cmd(_overrides(tmp_path, f"hydra.run.dir={run_dir}", f"task.max_steps={never}",
+                                f"callbacks.checkpoint.every_n_steps={never}", f"task.eval_every={never}",
+                                "callbacks.progress_bar=tqdm"))
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stdout.read(64), "")), daemon=True)
+    reader.start()
     deadline = time.time() + 300
-    while not any(metrics.glob("*.csv")) and proc.poll() is None and time.time() < deadline:
+    while not re.search(r"\| ([3-9]|\d\d+)/100000", "".join(seen)):  # the tqdm bar: 3 steps done
+        assert proc.poll() is None, "".join(seen)[-2000:]
+        assert time.time() < deadline, "training did not reach step 3 within 300 s"
         time.sleep(0.05)
-    time.sleep(1.0)  # a few steps in, no periodic checkpoint exists yet (every 1000 steps)
     assert not (run_dir / "checkpoints" / "last.ckpt").exists()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 128 + signal.SIGTERM
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert 0 < checkpoint["global_step"] < 400
+    assert 3 <= checkpoint["global_step"] < 100000
 
 
 def test_seeded_runs_repeat_bit_for_bit(tmp_path):
