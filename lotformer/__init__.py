@@ -11,12 +11,16 @@ from lotformer.attention import (
     register_attention,
 )
 from lotformer.encoder import LRAEncoder
+from lotformer.lot import LOTAttention, lot_attention, lot_attention_matrix
 
 __all__ = [
     "AttentionBackend",
+    "LOTAttention",
     "LRAEncoder",
     "MultiHeadAttention",
     "available_attentions",
     "build_attention",
+    "lot_attention",
+    "lot_attention_matrix",
     "register_attention",
 ]

@@ -1,0 +1,287 @@
+"""LOT attention: doubly-stochastic linear attention via low-rank optimal transport.
+
+From "LOTFormer" (arXiv 2509.23436). Per head, with queries q_i, keys k_j (dimension D), n tokens
+and r learnable pivots z_l with masses w = softmax(pivot_logits):
+
+    S1 = q z^T / sqrt(D)   (n x r)          S2 = z k^T / sqrt(D)   (r x n)
+    P1 = entropic OT plan for S1 with rows a (tokens), columns w (pivots)
+    P2 = entropic OT plan for S2 with rows w (pivots), columns a (tokens)
+    A  = n_valid * P1 diag(1/w) P2          (n x n, rank <= r, doubly stochastic at convergence)
+    out = A v = n_valid * P1 (diag(1/w) (P2 v))        O(n r D) time, O(n r) memory
+
+with a = 1/n_valid on real tokens and 0 on padding, Gibbs kernel exp(S / eps), cost -S.
+Each problem runs ``n_iters`` log-domain Sinkhorn iterations in its own orientation, each a
+column update then a row update, from zero potentials (POT's ``sinkhorn_log`` order): P1 updates
+pivots then tokens, P2 tokens then pivots. So both end on the update that makes A row-stochastic
+(P1 on its token-row update, P2 on its pivot-row update): A 1 = 1 exactly at any iteration count,
+and the columns of A sum to 1 as the iterations converge. The n x n map is never formed (except by
+:func:`lot_attention_matrix`, meant for diagnostics on small n).
+
+Numerics: the attention math runs in float32 (float64 for float64 input) with autocast disabled
+and the output is cast back to the input dtype. No host-device synchronisation happens anywhere.
+See :mod:`lotformer.sinkhorn` for the solver and the meaning of ``grad_mode``.
+
+Padding (``key_padding_mask``, (B, N) bool, True = real token): padded tokens get zero mass on
+both sides, their q / k / v values are replaced by zeros before use (so valid outputs cannot
+depend on them, not even through NaN), and the output rows at padded positions are exactly zero.
+
+``compat="reference"`` reproduces the public reference code's LRA attention instead of the paper:
+  * ``n_iters`` counts HALF-updates, alternating and starting with the row update of each
+    problem in its own orientation (P1: token rows; P2: pivot rows) from zero potentials; 50 =
+    25 row + 25 column updates (ends on a column update), 5 ends on a row update. (The reference
+    computes each one with a logsumexp; the shared solver gives the same iterates to rounding.)
+  * S1, S2 are clamped to [-50, 50] before dividing by eps;
+  * pivot masses are uniform (``pivot_logits`` is ignored);
+  * the map is (n / r) P1 P2 -- the paper's A divided by r^2 (the reference multiplies by
+    r^-1/2 twice where the paper's diag(1/w) means r^+1/2 twice);
+  * the padding mask is ignored (every one of the N positions gets mass 1/N), so outputs DO
+    depend on padded positions, exactly as in the reference code.
+  Not replicated: the reference's early stop (``err.item() < 1e-12``), which only fires once the
+  row potentials stop changing in float32 and would force a host sync every iteration.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from lotformer.attention.base import AttentionBackend, check_qkv
+from lotformer.attention.registry import register_attention
+from lotformer.sinkhorn import GRAD_MODES, sinkhorn_plan_scaled
+
+__all__ = ["COMPAT_MODES", "LOTAttention", "lot_attention", "lot_attention_matrix"]
+
+COMPAT_MODES = ("paper", "reference")
+_REFERENCE_CLAMP = 50.0
+
+
+def _check_options(eps, n_iters, grad_mode, compat) -> None:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) \
+            or eps <= 0:
+        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+    if isinstance(n_iters, bool) or not isinstance(n_iters, int) or n_iters < 1:
+        raise ValueError(f"n_iters must be an int >= 1, got {n_iters!r}")
+    if grad_mode not in GRAD_MODES:
+        raise ValueError(f"unknown grad_mode {grad_mode!r}; valid choices: {', '.join(GRAD_MODES)}")
+    if compat not in COMPAT_MODES:
+        raise ValueError(f"unknown compat {compat!r}; valid choices: {', '.join(COMPAT_MODES)}")
+
+
+def _check_shapes(q, k, v, pivots, pivot_logits, key_padding_mask) -> None:
+    if q.dim() != 4 or k.shape != q.shape:
+        raise ValueError(f"q and k must both have shape (B, H, N, D); got q {tuple(q.shape)}, "
+                         f"k {tuple(k.shape)}")
+    if v is not None and (v.dim() != 4 or v.shape[:3] != q.shape[:3]):
+        raise ValueError(f"v must have shape (B, H, N, Dv) with the (B, H, N) of q "
+                         f"{tuple(q.shape[:3])}; got {tuple(v.shape)}")
+    B, H, N, D = q.shape
+    if pivots.dim() != 3 or pivots.shape[0] != H or pivots.shape[2] != D or pivots.shape[1] < 1:
+        raise ValueError(f"pivots must have shape (H, r, D) = ({H}, r, {D}) with r >= 1; got "
+                         f"{tuple(pivots.shape)}")
+    r = pivots.shape[1]
+    if pivot_logits is not None and tuple(pivot_logits.shape) != (H, r):
+        raise ValueError(f"pivot_logits must have shape (H, r) = ({H}, {r}) or be None; got "
+                         f"{tuple(pivot_logits.shape)}")
+    if key_padding_mask is not None and (key_padding_mask.dtype != torch.bool
+                                         or tuple(key_padding_mask.shape) != (B, N)):
+        raise ValueError(f"key_padding_mask must be a bool tensor of shape (B, N) = ({B}, {N}) "
+                         f"with True = token; got {key_padding_mask.dtype} "
+                         f"{tuple(key_padding_mask.shape)}")
+
+
+def _similarity(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """x z^T per head: x (B, H, N, D), z (H, r, D) -> (B, H, N, r), as one flat bmm."""
+    B, H, N, D = x.shape
+    r = z.shape[1]
+    zb = z.unsqueeze(0).expand(B, H, r, D).reshape(B * H, r, D)  # small copy
+    return torch.bmm(x.reshape(B * H, N, D), zb.transpose(-1, -2)).view(B, H, N, r)
+
+
+def _apply_plans(P1: torch.Tensor, P2t: torch.Tensor, col_scale: torch.Tensor,
+                 v: torch.Tensor) -> torch.Tensor:
+    """n_valid P1 diag(1/w) P2 v = P1 diag(col_scale) (P2t^T v), O(N r Dv), as flat bmm's.
+
+    P2t^T v is formed as (v^T P2t)^T so that the gradient reaching P2t is contiguous.
+    """
+    B, H, N, r = P1.shape
+    Dv = v.shape[-1]
+    vT_P2t = torch.bmm(v.reshape(B * H, N, Dv).transpose(-1, -2), P2t.reshape(B * H, N, r))
+    pv = vT_P2t.view(B, H, Dv, r) * col_scale.unsqueeze(-2)  # (B, H, Dv, r) = (diag(s) P2 v)^T
+    out = torch.bmm(P1.reshape(B * H, N, r), pv.reshape(B * H, Dv, r).transpose(-1, -2))
+    return out.view(B, H, N, Dv)
+
+
+def _lot_factors(q, k, pivots, pivot_logits, *, eps, n_iters, key_padding_mask, grad_mode,
+                 compat):
+    """The two plans and the per-(batch, head, pivot) output scale, all in the compute dtype.
+
+    Returns P1 (B, H, N, r) [rows: tokens], P2t (B, H, N, r) [= P2^T, P2 (r x N) has pivot rows]
+    and col_scale (B, H, r) such that A = P1 diag(col_scale) P2.
+    """
+    dt = torch.float64 if q.dtype == torch.float64 else torch.float32
+    B, H, N, D = q.shape
+    r = pivots.shape[1]
+    q = q.to(dt)
+    k = k.to(dt)
+    z = pivots.to(dt)  # (H, r, D)
+    paper = compat == "paper"
+    mask = key_padding_mask if paper else None
+
+    if mask is not None:
+        pad = ~mask[:, None, :, None]  # (B, 1, N, 1)
+        q = q.masked_fill(pad, 0.0)
+        k = k.masked_fill(pad, 0.0)
+        n_valid = mask.sum(dim=-1).to(dt)  # (B,)
+        log_a = torch.where(mask, -torch.log(n_valid.clamp_min(1.0))[:, None],
+                            torch.full((B, N), float("-inf"), dtype=dt, device=q.device))
+        log_a = log_a[:, None, :]  # (B, 1, N)
+        n_scale = n_valid[:, None, None]  # (B, 1, 1)
+    else:
+        log_a = torch.full((1, 1, N), -math.log(N), dtype=dt, device=q.device)
+        n_scale = torch.full((1, 1, 1), float(N), dtype=dt, device=q.device)
+
+    if paper:
+        if pivot_logits is None:
+            log_w = torch.full((H, r), -math.log(r), dtype=dt, device=q.device)
+        else:
+            log_w = torch.log_softmax(pivot_logits.to(dt), dim=-1)  # (H, r)
+        zs = z * (1.0 / (math.sqrt(D) * eps))  # fold 1/(sqrt(D) eps) into the small pivots
+        X1 = _similarity(q, zs)  # (B, H, N, r) = S1 / eps
+        # P1: rows = tokens (mass a), columns = pivots (mass w); ends on the row update.
+        P1 = sinkhorn_plan_scaled(X1, log_a, log_w, first="col", n_half=2 * n_iters,
+                                  grad_mode=grad_mode, zero_rows=mask is not None,
+                                  zero_cols=False)
+        del X1
+        X2 = _similarity(k, zs)  # (B, H, N, r) = (S2 / eps)^T
+        # P2 = P2t^T: pivot rows (mass w) end the schedule -> columns of this layout last.
+        P2t = sinkhorn_plan_scaled(X2, log_a, log_w, first="row", n_half=2 * n_iters,
+                                   grad_mode=grad_mode, zero_rows=mask is not None,
+                                   zero_cols=False)
+        del X2
+        col_scale = n_scale * torch.exp(-log_w)  # (B or 1, H, r): n_valid / w
+    else:
+        zs = z * (1.0 / math.sqrt(D))
+        X1 = _similarity(q, zs).clamp(-_REFERENCE_CLAMP, _REFERENCE_CLAMP) / eps
+        log_w = torch.full((H, r), -math.log(r), dtype=dt, device=q.device)
+        # Reference order: each problem starts with the row update of its own orientation.
+        P1 = sinkhorn_plan_scaled(X1, log_a, log_w, first="row", n_half=n_iters,
+                                  grad_mode=grad_mode, zero_rows=False, zero_cols=False)
+        del X1
+        X2 = _similarity(k, zs).clamp(-_REFERENCE_CLAMP, _REFERENCE_CLAMP) / eps
+        P2t = sinkhorn_plan_scaled(X2, log_a, log_w, first="col", n_half=n_iters,
+                                   grad_mode=grad_mode, zero_rows=False, zero_cols=False)
+        del X2
+        col_scale = torch.full((1, 1, r), N / r, dtype=dt, device=q.device)
+    return P1, P2t, col_scale
+
+
+def lot_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pivots: torch.Tensor,
+                  pivot_logits: torch.Tensor | None = None, *, eps: float, n_iters: int,
+                  key_padding_mask: torch.Tensor | None = None, grad_mode: str = "implicit",
+                  compat: str = "paper") -> torch.Tensor:
+    """LOT attention output A v, shape (B, H, N, Dv), in O(N r D) time without the N x N map.
+
+    Args:
+        q, k: (B, H, N, D); v: (B, H, N, Dv).
+        pivots: (H, r, D), one set of r pivots per head.
+        pivot_logits: (H, r) pivot mass logits (w = softmax per head) or None for uniform masses.
+        eps: entropic regularisation (> 0). n_iters: Sinkhorn iterations (>= 1); in "paper" mode
+            full (column + row) iterations per problem, in "reference" mode half-updates.
+        key_padding_mask: (B, N) bool, True = real token, or None.
+        grad_mode: "implicit" (default; implicit differentiation at the returned plans: exact at
+            convergence, approximate after finitely many iterations, saves only the two n x r
+            plans, fastest), "recompute" (the exact gradient of the unrolled finite-iteration
+            solve, via checkpointing per kernel block: memory flat in n_iters, several times
+            slower) or "unrolled" (the same exact gradient by plain autograd; memory grows with
+            n_iters).
+        compat: "paper" (the paper's mechanism) or "reference" (the public reference code's LRA
+            behaviour, see the module docstring).
+
+    Returns the output in the dtype of ``q``; rows at padded positions are zero (paper mode).
+    """
+    _check_options(eps, n_iters, grad_mode, compat)
+    _check_shapes(q, k, v, pivots, pivot_logits, key_padding_mask)
+    out_dtype = q.dtype
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        P1, P2t, col_scale = _lot_factors(
+            q, k, pivots, pivot_logits, eps=eps, n_iters=n_iters,
+            key_padding_mask=key_padding_mask, grad_mode=grad_mode, compat=compat)
+        vv = v.to(P1.dtype)
+        if compat == "paper" and key_padding_mask is not None:
+            vv = vv.masked_fill(~key_padding_mask[:, None, :, None], 0.0)
+        out = _apply_plans(P1, P2t, col_scale.expand(P1.shape[0], -1, -1), vv)  # (B, H, N, Dv)
+    return out.to(out_dtype)
+
+
+def lot_attention_matrix(q: torch.Tensor, k: torch.Tensor, pivots: torch.Tensor,
+                         pivot_logits: torch.Tensor | None = None, *, eps: float, n_iters: int,
+                         key_padding_mask: torch.Tensor | None = None,
+                         grad_mode: str = "implicit", compat: str = "paper") -> torch.Tensor:
+    """The dense LOT attention map A (B, H, N, N) -- for diagnostics and tests on small N.
+
+    Same arguments as :func:`lot_attention` without ``v`` (the map does not depend on it);
+    ``lot_attention(q, k, v, ...) == lot_attention_matrix(q, k, ...) @ v`` up to rounding.
+    Returned in float32 (float64 for float64 input); differentiable like :func:`lot_attention`.
+    """
+    _check_options(eps, n_iters, grad_mode, compat)
+    _check_shapes(q, k, None, pivots, pivot_logits, key_padding_mask)
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        P1, P2t, col_scale = _lot_factors(
+            q, k, pivots, pivot_logits, eps=eps, n_iters=n_iters,
+            key_padding_mask=key_padding_mask, grad_mode=grad_mode, compat=compat)
+        return torch.matmul(P1 * col_scale.unsqueeze(-2), P2t.transpose(-1, -2))  # (B, H, N, N)
+
+
+@register_attention("lot")
+class LOTAttention(AttentionBackend):
+    """LOT attention with learnable pivots (and pivot masses) per head; see the module docstring.
+
+    Parameters: ``pivots`` (H, r, D), initialised ``randn * pivot_init_std``; ``pivot_logits``
+    (H, r), zeros, a Parameter when ``learn_masses`` else a (non-trained) buffer. With
+    ``compat="reference"`` the masses are uniform by definition, so ``pivot_logits`` is always a
+    buffer there (an unused Parameter would only trouble optimisers and DDP).
+    """
+
+    def __init__(self, *, num_heads: int, head_dim: int, max_len: int | None = None,
+                 rank: int = 32, eps: float = 0.1, n_iters: int = 25, learn_masses: bool = True,
+                 pivot_init_std: float = 0.02, grad_mode: str = "implicit",
+                 compat: str = "paper") -> None:
+        super().__init__(num_heads=num_heads, head_dim=head_dim, max_len=max_len)
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            raise ValueError(f"rank (number of pivots) must be an int >= 1, got {rank!r}")
+        _check_options(eps, n_iters, grad_mode, compat)
+        if isinstance(pivot_init_std, bool) or not isinstance(pivot_init_std, (int, float)) \
+                or not pivot_init_std >= 0:
+            raise ValueError(f"pivot_init_std must be a number >= 0, got {pivot_init_std!r}")
+        self.rank = rank
+        self.eps = float(eps)
+        self.n_iters = n_iters
+        self.learn_masses = bool(learn_masses) and compat == "paper"
+        self.grad_mode = grad_mode
+        self.compat = compat
+        self.pivots = nn.Parameter(torch.randn(num_heads, rank, head_dim) * pivot_init_std)
+        if self.learn_masses:
+            self.pivot_logits = nn.Parameter(torch.zeros(num_heads, rank))
+        else:
+            self.register_buffer("pivot_logits", torch.zeros(num_heads, rank))
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        check_qkv(q, k, v, key_padding_mask)
+        return lot_attention(q, k, v, self.pivots, self.pivot_logits, eps=self.eps,
+                             n_iters=self.n_iters, key_padding_mask=key_padding_mask,
+                             grad_mode=self.grad_mode, compat=self.compat)
+
+    def attention_matrix(self, q: torch.Tensor, k: torch.Tensor,
+                         key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The dense (B, H, N, N) map this module applies (small N only)."""
+        return lot_attention_matrix(q, k, self.pivots, self.pivot_logits, eps=self.eps,
+                                    n_iters=self.n_iters, key_padding_mask=key_padding_mask,
+                                    grad_mode=self.grad_mode, compat=self.compat)
+
+    def extra_repr(self) -> str:
+        return (f"{super().extra_repr()}, rank={self.rank}, eps={self.eps}, "
+                f"n_iters={self.n_iters}, learn_masses={self.learn_masses}, "
+                f"grad_mode={self.grad_mode!r}, compat={self.compat!r}")
