@@ -123,6 +123,8 @@ PRESETS: dict[str, Preset] = {
                        "LRA Text training shape"),
     "lra-retrieval": Preset(32, 2, 32, [4000], {"lot": {"rank": 64, "eps": 0.1, "n_iters": 25}},
                             "LRA Retrieval training shape (16 pairs = 32 documents)"),
+    "lra-text-retrieval": Preset(16, 2, 32, [4000], {"lot": {"rank": 64, "eps": 0.1, "n_iters": 25}},
+                                 "the LOT issue's Text/Retrieval target setting: B=16, n=4000, r=64"),
     "lra-image": Preset(64, 2, 32, [1024], {"lot": {"rank": 8, "eps": 25.0, "n_iters": 3}},
                         "LRA Image training shape"),
     "lra-pathfinder": Preset(128, 2, 32, [1024], {"lot": {"rank": 64, "eps": 0.1, "n_iters": 25}},

@@ -3,6 +3,7 @@ non-finite losses and clear errors for bad input."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -49,16 +50,28 @@ def _train_cmd(overrides: list[str]) -> list[str]:
     return [sys.executable, "train.py", *overrides]
 
 
+@contextlib.contextmanager
+def _killed_on_exit(proc: subprocess.Popen):
+    """Yield the process; kill it on the way out, so a failing test leaves no training behind."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def _run_until_checkpoint(cmd: list[str], checkpoint: Path, sig: int) -> int:
     """Start training, send `sig` as soon as the first periodic checkpoint exists."""
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 300
-    while not checkpoint.is_file():
-        assert proc.poll() is None, f"training ended before a checkpoint: {proc.stderr.read()[-2000:]}"
-        assert time.time() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.02)
-    proc.send_signal(sig)
-    proc.wait(timeout=120)
+    with _killed_on_exit(subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.PIPE)) as proc:
+        deadline = time.time() + 300
+        while not checkpoint.is_file():
+            assert proc.poll() is None, f"training ended before a checkpoint: {proc.stderr.read()[-2000:]}"
+            assert time.time() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.02)
+        proc.send_signal(sig)
+        proc.wait(timeout=120)
     return torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"]
 
 
@@ -103,18 +116,20 @@ def test_sigterm_saves_a_checkpoint_at_the_step_it_stopped(tmp_path):
     cmd = _train_cmd(_overrides(tmp_path, f"hydra.run.dir={run_dir}", f"task.max_steps={never}",
                                 f"callbacks.checkpoint.every_n_steps={never}", f"task.eval_every={never}",
                                 "callbacks.progress_bar=tqdm"))
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    seen: list[str] = []
-    reader = threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stdout.read(64), "")), daemon=True)
-    reader.start()
-    deadline = time.time() + 300
-    while not re.search(r"\| ([3-9]|\d\d+)/100000", "".join(seen)):  # the tqdm bar: 3 steps done
-        assert proc.poll() is None, "".join(seen)[-2000:]
-        assert time.time() < deadline, "training did not reach step 3 within 300 s"
-        time.sleep(0.05)
-    assert not (run_dir / "checkpoints" / "last.ckpt").exists()
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    with _killed_on_exit(subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True)) as proc:
+        seen: list[str] = []
+        reader = threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stdout.read(64), "")),
+                                  daemon=True)
+        reader.start()
+        deadline = time.time() + 300
+        while not re.search(r"\| ([3-9]|\d\d+)/100000", "".join(seen)):  # tqdm bar: 3 steps done
+            assert proc.poll() is None, "".join(seen)[-2000:]
+            assert time.time() < deadline, "training did not reach step 3 within 300 s"
+            time.sleep(0.05)
+        assert not (run_dir / "checkpoints" / "last.ckpt").exists()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 128 + signal.SIGTERM
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert 3 <= checkpoint["global_step"] < 100000
 
