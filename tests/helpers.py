@@ -57,3 +57,20 @@ def read_wandb_history_keys(path: Path) -> set[str]:
             if record.WhichOneof("record_type") == "history":
                 keys.update(item.key or "/".join(item.nested_key) for item in record.history.item)
     return keys
+
+
+def saved_bytes(fn) -> int:
+    """Bytes of distinct storages that autograd saves for backward while running fn()."""
+    import torch
+
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    assert out.requires_grad
+    return sum(seen.values())

@@ -11,6 +11,7 @@ import torch
 
 from lotformer import LOTAttention, build_attention, lot_attention, lot_attention_matrix
 from lotformer.attention import MultiHeadAttention, available_attentions
+from tests.helpers import saved_bytes
 
 F64 = torch.float64
 
@@ -132,26 +133,12 @@ def test_recompute_gradient_equals_unrolled():
         torch.testing.assert_close(gr, gu, atol=1e-14, rtol=1e-12)
 
 
-def _saved_bytes(fn) -> int:
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        st = t.untyped_storage()
-        seen[st.data_ptr()] = st.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    assert out.requires_grad
-    return sum(seen.values())
-
-
 def test_saved_memory_does_not_grow_with_iterations():
     q, k, v, z, theta = _inputs(B=2, H=2, N=64, D=8, r=8, dtype=torch.float32)
     args = tuple(t.requires_grad_() for t in (q, k, v, z, theta))
 
     def saved(mode, iters):
-        return _saved_bytes(lambda: lot_attention(*args, eps=0.1, n_iters=iters, grad_mode=mode))
+        return saved_bytes(lambda: lot_attention(*args, eps=0.1, n_iters=iters, grad_mode=mode))
 
     implicit_5 = saved("implicit", 5)
     assert saved("implicit", 50) == implicit_5

@@ -16,6 +16,7 @@ from lotformer.sinkhorn import (
     sinkhorn_plan,
     sinkhorn_plan_scaled,
 )
+from tests.helpers import saved_bytes
 
 F64 = torch.float64
 
@@ -262,27 +263,12 @@ def test_recompute_gradient_equals_unrolled_exactly():
         torch.testing.assert_close(x, y, atol=1e-15, rtol=1e-13)
 
 
-def _saved_bytes(fn) -> int:
-    """Bytes of distinct storages that autograd saves for backward while running fn()."""
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        st = t.untyped_storage()
-        seen[st.data_ptr()] = st.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    assert out.requires_grad
-    return sum(seen.values())
-
-
 def test_saved_memory_does_not_grow_with_iterations_in_implicit_mode():
     S, log_a, log_b = _problem(batch=2, n=64, m=8, seed=13, dtype=torch.float32)
     S.requires_grad_()
 
     def saved(mode, iters):
-        return _saved_bytes(lambda: sinkhorn_plan(S, log_a, log_b, 0.1, iters, grad_mode=mode))
+        return saved_bytes(lambda: sinkhorn_plan(S, log_a, log_b, 0.1, iters, grad_mode=mode))
 
     assert saved("implicit", 50) == saved("implicit", 5)
     # the plain unrolled graph does grow (more absorption windows): the probe can see growth
