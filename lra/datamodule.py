@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from lra.data import TaskData, load_task
-from lra.data.base import SplitArrays
+from lra.data.base import MalformedDataError, SplitArrays
 from lra.sampling import StepBatchSampler, shard
 
 
@@ -139,7 +139,7 @@ def check_not_empty(split: SplitArrays, where: str) -> None:
     ids = split.ids.reshape(len(split), -1, split.ids.shape[-1])  # (N, docs, L)
     empty = np.flatnonzero(~(ids != 0).any(axis=-1).all(axis=-1))
     if empty.size:
-        raise ValueError(
+        raise MalformedDataError(
             f"{where}: {empty.size} example(s) are all padding (first at row {empty[0]}); "
             "every example needs at least one token. Fix or drop these rows and rebuild the cache "
             "(delete the task's folder under the cache dir)."

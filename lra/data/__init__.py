@@ -35,9 +35,17 @@ def load_task(name: str, *, data_dir: str | Path, cache_dir: str | Path, max_len
               **options) -> TaskData:
     """Locate a task's data, then read it through the cache (a second call re-reads nothing)."""
     module = task_module(name)
-    located = module.locate(Path(data_dir), **options)
-    settings = {"task": name, "max_len": max_len, **located.fingerprint()}
-    data, hit = cached(cache_dir, name, settings, lambda: module.read(located, max_len=max_len))
+    try:
+        located = module.locate(Path(data_dir), **options)
+        settings = {"task": name, "max_len": max_len, **located.fingerprint()}
+        data, hit = cached(cache_dir, name, settings, lambda: module.read(located, max_len=max_len))
+    except (DataNotFoundError, MalformedDataError):
+        raise
+    except OSError as err:  # unreadable file or folder: permissions, I/O errors, a full disk
+        raise MalformedDataError(
+            f"cannot read the {name} data: {err}. Check that the files under {Path(data_dir).resolve()} "
+            f"are readable and that the cache dir {Path(cache_dir).resolve()} is writable."
+        ) from None
     log.info("%s data (%s, %s): %s%s", name, data.source, data.location, data.sizes(),
              " [cache hit]" if hit else "")
     return data

@@ -135,7 +135,8 @@ def read_tsv(path: str | Path, max_len: int) -> SplitArrays:
     """Read one official (or generated) ListOps TSV into padded ids and labels."""
     path = Path(path)
     rows, labels = [], []
-    with open(path, newline="") as handle:
+    # ListOps is ASCII; a stray non-ASCII byte is reported with its line instead of failing decode.
+    with open(path, newline="", encoding="ascii", errors="surrogateescape") as handle:
         reader = csv.reader(handle, delimiter="\t")
         header = next(reader, None)
         if header != ["Source", "Target"]:

@@ -114,3 +114,15 @@ def test_generated_copy_under_the_data_dir_is_recorded_as_generated(tmp_path):
     listops.write_release(tmp_path / "data", {"train": 3, "val": 2, "test": 2}, seed=1)
     data = load_task("listops", data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", max_len=2000)
     assert data.source == "generated" and data.sizes() == {"train": 3, "val": 2, "test": 2}
+
+
+def test_non_text_bytes_name_file_and_line(tmp_path):
+    folder = tmp_path / "listops-1000"
+    folder.mkdir()
+    for split in ("train", "val", "test"):
+        (folder / f"basic_{split}.tsv").write_bytes(b"Source\tTarget\n( [MAX 2 3 ] )\t3\n( [MAX \xff 3 ] )\t3\n")
+    from lra.data import listops
+    from lra.data.base import MalformedDataError
+
+    with pytest.raises(MalformedDataError, match=r"basic_train.tsv:3: cannot parse row"):
+        listops.read(listops.locate(tmp_path), max_len=50)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from lra.data.base import DataNotFoundError, SplitArrays
+from lra.data.base import DataNotFoundError, MalformedDataError, SplitArrays
 from lra.datamodule import check_not_empty
 from lra.errors import CheckpointError, ConfigError, NonFiniteLossError
 from lra.module import LRAModule
@@ -221,11 +221,21 @@ def test_missing_data_names_paths_and_fixes(tmp_path):
 
 def test_all_padding_example_is_reported():
     ids = np.array([[3, 4, 0], [0, 0, 0]], dtype=np.int16)
-    with pytest.raises(ValueError, match=r"1 example\(s\) are all padding \(first at row 1\)"):
+    with pytest.raises(MalformedDataError, match=r"1 example\(s\) are all padding \(first at row 1\)"):
         check_not_empty(SplitArrays(ids=ids, labels=np.array([0, 1])), "listops train split")
     pairs = np.array([[[3, 0], [0, 0]]], dtype=np.int16)  # retrieval: one empty document
     with pytest.raises(ValueError, match="all padding"):
         check_not_empty(SplitArrays(ids=pairs, labels=np.array([0])), "retrieval train split")
+
+
+def test_unreadable_data_file_is_reported(tmp_path):
+    overrides = tiny_run_overrides(tmp_path)
+    run(compose_train(overrides), tmp_path / "first")  # generates the data
+    (train,) = (tmp_path / "data" / "generated").glob("*/listops-1000/basic_train.tsv")
+    train.unlink()
+    train.mkdir()  # a folder where the file should be: reading it fails with an OSError
+    with pytest.raises(MalformedDataError, match="cannot read the listops data"):
+        run(compose_train(overrides), tmp_path / "second")
 
 
 def test_corrupt_checkpoint_on_resume(tmp_path):
