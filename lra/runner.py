@@ -173,24 +173,20 @@ def build_datamodule(cfg: DictConfig) -> LRADataModule:
 def build_module(cfg: DictConfig) -> LRAModule:
     task, model = cfg.task, cfg.model
     try:
-        return _build_module(cfg, task, model)
+        return LRAModule(
+            vocab_size=task.vocab_size, max_len=task.max_len, num_classes=task.num_classes,
+            dual=task.dual, dim=model.dim, depth=model.depth, num_heads=model.num_heads,
+            mlp_dim=model.mlp_dim, dropout=model.dropout, head_hidden=model.head_hidden,
+            attention=cfg.attn.name, attention_options=attention_options(cfg),
+            lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), adam_eps=cfg.optim.eps,
+            weight_decay=cfg.optim.weight_decay, warmup_steps=cfg.sched.warmup_steps,
+            total_steps=cfg.trainer.max_steps, start_factor=cfg.sched.start_factor,
+            end_factor=cfg.sched.end_factor, on_nonfinite=cfg.on_nonfinite,
+        )
     except UnknownAttentionError:
         raise
     except (ValueError, TypeError) as err:  # an attention option the backend rejects
         raise ConfigError(f"attention backend {cfg.attn.name!r}: {err}") from None
-
-
-def _build_module(cfg: DictConfig, task: DictConfig, model: DictConfig) -> LRAModule:
-    return LRAModule(
-        vocab_size=task.vocab_size, max_len=task.max_len, num_classes=task.num_classes,
-        dual=task.dual, dim=model.dim, depth=model.depth, num_heads=model.num_heads,
-        mlp_dim=model.mlp_dim, dropout=model.dropout, head_hidden=model.head_hidden,
-        attention=cfg.attn.name, attention_options=attention_options(cfg),
-        lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), adam_eps=cfg.optim.eps,
-        weight_decay=cfg.optim.weight_decay, warmup_steps=cfg.sched.warmup_steps,
-        total_steps=cfg.trainer.max_steps, start_factor=cfg.sched.start_factor,
-        end_factor=cfg.sched.end_factor, on_nonfinite=cfg.on_nonfinite,
-    )
 
 
 def build_logger(cfg: DictConfig, run_dir: Path) -> Logger | bool:

@@ -145,6 +145,8 @@ def _read_tfds(located: Located) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def read(located: Located, *, max_len: int = SEQ_LEN) -> TaskData:
     """Grayscale, tokenize and split: train[:90%] / train[90%:] / test."""
+    if max_len < SEQ_LEN:
+        raise ValueError(f"image max_len {max_len} is shorter than the {SEQ_LEN} pixels of an image")
     reader = located.settings.get("reader")
     if reader == "pickle":
         parts = [_read_pickle(located.files[name]) for name in RAW_FILES[:5]]
@@ -159,8 +161,6 @@ def read(located: Located, *, max_len: int = SEQ_LEN) -> TaskData:
         location = located.settings["version_dir"]
     else:
         raise ValueError(f"unknown image reader {reader!r}")
-    if max_len < SEQ_LEN:
-        raise ValueError(f"image max_len {max_len} is shorter than the {SEQ_LEN} pixels of an image")
     arrays = {}
     for split, (images, labels) in rgb.items():
         ids = np.zeros((len(images), max_len), dtype=np.int16)
