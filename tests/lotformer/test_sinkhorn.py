@@ -9,7 +9,9 @@ import ot
 import pytest
 import torch
 
+import lotformer.sinkhorn as sinkhorn_module
 from lotformer.sinkhorn import (
+    _batch_chunks,
     _blocks,
     half_update_schedule,
     log_sinkhorn,
@@ -145,6 +147,31 @@ def test_absorption_schedule_does_not_change_the_math():
     P1 = sinkhorn_plan(S, log_a, log_b, 0.2, 13, absorb_every=1)
     P2 = sinkhorn_plan(S, log_a, log_b, 0.2, 13, absorb_every=1000)
     torch.testing.assert_close(P1, P2, atol=1e-14, rtol=1e-11)
+
+
+@pytest.mark.parametrize("last", ["row", "col"])
+def test_cpu_cache_chunks_give_the_same_plan_and_gradient(monkeypatch, last):
+    """Solving the batch in cache-sized chunks (CPU) is the same computation as in one piece."""
+    S, log_a, log_b = _problem(batch=5, n=30, m=6, scale=2.0, seed=11, dtype=torch.float32)
+    log_a[1, [0, 7]] = -math.inf  # zero-mass rows in one problem
+    log_a = log_a - torch.logsumexp(log_a, -1, keepdim=True)
+    dP = torch.randn(5, 30, 6, generator=torch.Generator().manual_seed(3))
+
+    def plan_and_grad():
+        X = S.clone().requires_grad_()
+        P = sinkhorn_plan(X, log_a, log_b, 0.1, 12, last=last)
+        P.backward(dP)
+        return P.detach(), X.grad
+
+    P_whole, g_whole = plan_and_grad()
+    assert len(_batch_chunks(S)) == 1
+    monkeypatch.setattr(sinkhorn_module, "CPU_CACHE_PER_THREAD", 30 * 6 * 4)  # one problem
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert _batch_chunks(S) == [slice(0, 2), slice(2, 4), slice(4, 5)]
+    P_chunked, g_chunked = plan_and_grad()
+    torch.testing.assert_close(P_chunked, P_whole, atol=1e-7, rtol=1e-6)
+    torch.testing.assert_close(g_chunked, g_whole, atol=1e-6, rtol=1e-5)
+    assert (P_chunked[1, [0, 7]] == 0).all()
 
 
 def test_block_schedule():
