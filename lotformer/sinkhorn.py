@@ -14,7 +14,8 @@ i.e. entropic OT with cost ``-S`` and Gibbs kernel ``exp(S / eps)``. The log-dom
 and whichever update runs last makes its marginal exact. Masses may be zero (``log`` mass
 ``-inf``): such rows / columns get exactly zero plan entries and never produce NaN.
 
-How it is computed (no data-dependent branching and no host-device synchronisation anywhere):
+How it is computed (no host-device synchronisation anywhere; data-dependent control flow only
+on CPU, where it costs nothing):
 
 * All work happens on ``X = S / eps``. The first two half-updates (one of each kind) are done
   exactly in the log domain (stabilised exp passes), so arbitrarily bad initial potentials --
@@ -24,14 +25,22 @@ How it is computed (no data-dependent branching and no host-device synchronisati
   the current column potential; for schedules that start with a row update the exact second
   update's column-stabilised kernel plays this role) and each following half-update is a batched
   matrix-vector product on scaling vectors, ``u = a / (K v)`` or ``v = b / (K^T u)``: O(n m)
-  multiply-adds, no exp, no logsumexp. The kernel is rebuilt every ``absorb_every`` (10) row
-  updates on a fixed schedule; potentials are carried in log form across rebuilds, so nothing
-  overflows. Kernel entries are floored at ``exp(-70)`` of their row (column) maximum in float32
-  (``exp(-250)`` in float64): that keeps exp and the products out of the subnormal range (very
-  slow on CPUs) while leaving the potentials room to move between rebuilds. Denominators are
-  clamped to the smallest normal number so that an underflowed line gives a finite potential.
-* On CPU the batch of independent problems is solved a cache-sized chunk at a time (about 1 MiB
-  of kernel per thread), so that the ~2 passes per iteration over each kernel hit L2, not memory.
+  multiply-adds, no exp, no logsumexp. Potentials are carried in log form across kernel
+  rebuilds, so nothing overflows. Kernel entries are floored at ``exp(-70)`` of their row
+  (column) maximum in float32 (``exp(-250)`` in float64): that keeps exp and the products out of
+  the subnormal range (very slow on CPUs) while leaving the potentials room to move between
+  rebuilds. Denominators are clamped to the smallest normal number so that an underflowed line
+  gives a finite potential.
+* When the kernel is rebuilt. On CPU without autograd (the forward pass of the default
+  ``"implicit"`` mode) the updates run in a fused numba kernel (:mod:`lotformer.cpu_kernels`: a
+  row update and the following column update are one pass over the kernel) that checks after
+  every update how far the scalings have moved since the kernel was built; an update that moves
+  one beyond ``exp(+-20)`` (float32; ``exp(+-110)`` float64: floored entries then stay below
+  ``exp(-30)`` of their line's maximum) is not kept, and the kernel is rebuilt stabilised for
+  that update, which makes it exact. So the kernel is rebuilt only when needed (typically once
+  per solve). Elsewhere (GPU: a data-dependent rebuild would need a host sync; autograd modes)
+  it is rebuilt every ``ABSORB_EVERY`` (10) row updates on a fixed schedule. An explicit
+  ``absorb_every`` caps the row updates per kernel on both paths.
 * The LAST half-update is always done exactly in the log domain (one stabilised softmax over the
   n x m matrix), so that marginal is exact (to rounding) at any iteration count and even in
   extreme regimes (tiny ``eps``, huge similarities). Plan entries below ``exp(-35)`` of their
@@ -40,7 +49,7 @@ How it is computed (no data-dependent branching and no host-device synchronisati
 
 Accuracy: the iterates equal those of textbook log-domain Sinkhorn (same start f = 0 and order as
 POT's ``sinkhorn_log``) up to float rounding as long as the potentials move by less than about
-``70 * eps`` between kernel rebuilds. Measured in float32 against float64 log-domain iterates
+``70 * eps`` between kernel rebuilds (on the fixed schedule; the drift check enforces it). Measured in float32 against float64 log-domain iterates
 (max plan error relative to the largest entry, 25-60 iterations, with a pivot and a token far
 from everything): <= 2e-5 when ``S / eps`` has a spread of a few hundred; at spreads of
 thousands (Sinkhorn then is far from converged) mostly 1e-5 to 1e-4, worst case seen ~1e-2.
@@ -67,6 +76,7 @@ are upcast; autocast is disabled inside).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Sequence
 
 import torch
@@ -84,7 +94,8 @@ __all__ = [
 
 GRAD_MODES = ("implicit", "recompute", "unrolled")
 ABSORB_EVERY = 10  # row updates between two kernel rebuilds
-CPU_CACHE_PER_THREAD = 1 << 20  # CPU: kernel bytes per thread solved together (fits L2)
+FUSED_CPU_UPDATES = True  # CPU, no autograd: scaling updates by the numba kernel (cpu_kernels.py)
+_cpu_kernels = None  # lotformer.cpu_kernels, imported on first use (False: unavailable)
 
 _NEG_INF = float("-inf")
 
@@ -117,21 +128,6 @@ def _safe_log(x: torch.Tensor) -> torch.Tensor:
 
 def _finite_or_zero(x: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(x), x, torch.zeros_like(x))
-
-
-def _batch_chunks(X: torch.Tensor) -> list[slice]:
-    """Slices of the leading (problem) dimension of X (Bf, n, m) to solve one after another.
-
-    On CPU a chunk holds about ``CPU_CACHE_PER_THREAD`` bytes of n x m kernel per thread, so that
-    the many passes over it (two per iteration) are served from each core's L2 cache instead of
-    from memory. Problems larger than that, and other devices, take the batch in one piece.
-    """
-    Bf, n, m = X.shape
-    per_problem = n * m * X.element_size()
-    if X.device.type != "cpu" or per_problem > CPU_CACHE_PER_THREAD:
-        return [slice(0, Bf)]
-    step = torch.get_num_threads() * (CPU_CACHE_PER_THREAD // per_problem)
-    return [slice(s, min(Bf, s + step)) for s in range(0, Bf, step)]
 
 
 def half_update_schedule(first: str, n_half: int) -> list[str]:
@@ -254,7 +250,14 @@ def _kernel_block(X, log_a, log_b, F, G, types, floor, buf):
         K, gamma = _stabilised_exp(X, F, -2, floor, buf)  # (Bf, n, m), (Bf, 1, m)
         u = _live(F, a)  # (Bf, n, 1)
         v = torch.empty_like(b) if buf is not None else None
-    if buf is not None:
+    fused = _fused_cpu_updates() if buf is not None and K.device.type == "cpu" else None
+    if fused is not None:
+        if by_rows:
+            u.zero_()
+        else:
+            v.zero_()
+        types = types[:fused(K, a, b, u, v, types, _drift_bound(X.dtype))]  # the updates kept
+    elif buf is not None:
         # hot loop: preallocated outputs and precomputed views, 6 kernels per iteration
         Bf, n, m = K.shape
         rs = torch.empty_like(a)  # (Bf, n, 1)
@@ -284,7 +287,33 @@ def _kernel_block(X, log_a, log_b, F, G, types, floor, buf):
         F_new = _add_pot(F, _safe_log(u)) if "row" in types else F
         G_new = _safe_log(v) - gamma
         G_new = torch.where(log_b > _NEG_INF, G_new, torch.full_like(G_new, _NEG_INF))
-    return F_new, G_new, K
+    return F_new, G_new, K, len(types)
+
+
+def _drift_bound(dtype: torch.dtype) -> float:
+    """How far (in log) the scalings may move on one kernel: its floored entries (exp(-floor)
+    of their line's maximum) then stay below exp(-30) of it."""
+    return (_floor_exponent(dtype) - 30.0) / 2
+
+
+def _fused_cpu_updates():
+    """The fused numba kernel for the scaling updates on CPU, or None: ``FUSED_CPU_UPDATES`` off,
+    a process forked after the kernel ran (its OpenMP runtime is not fork-safe), or numba not
+    importable (warned once). The BLAS loop runs instead."""
+    global _cpu_kernels
+    if not FUSED_CPU_UPDATES:
+        return None
+    if _cpu_kernels is None:
+        try:
+            from lotformer import cpu_kernels
+        except ImportError as err:  # pragma: no cover - numba is a dependency
+            warnings.warn(f"numba is not importable ({err}); the CPU Sinkhorn solver falls back "
+                          "to BLAS matrix-vector products (about 1.5x slower)")
+            cpu_kernels = False
+        _cpu_kernels = cpu_kernels
+    if not _cpu_kernels or not _cpu_kernels.usable_in_this_process():
+        return None
+    return _cpu_kernels.scaling_updates
 
 
 def _live(pot: torch.Tensor | None, mass: torch.Tensor) -> torch.Tensor:
@@ -299,8 +328,9 @@ def _add_pot(pot: torch.Tensor | None, delta: torch.Tensor) -> torch.Tensor:
 
 
 def _run_block(X, log_a, log_b, F, G, block, floor, buf):
+    """Returns (F, G, buffer, number of the block's half-updates done)."""
     if block == ("col*",):
-        return F, _exact_col_update(X, log_b, F, floor, buf), buf
+        return F, _exact_col_update(X, log_b, F, floor, buf), buf, 1
     return _kernel_block(X, log_a, log_b, F, G, block, floor, buf)
 
 
@@ -339,23 +369,27 @@ def _initial_potentials(log_a: torch.Tensor, log_b: torch.Tensor, zero_rows: boo
 
 
 def _block_potentials(X, log_a, log_b, F, G, block, floor):
-    F, G, _ = _run_block(X, log_a, log_b, F, G, block, floor, None)
+    F, G, _, _ = _run_block(X, log_a, log_b, F, G, block, floor, None)
     return F, G
 
 
 def _solve_potentials(X, log_a, log_b, seq, absorb_every, floor, zero_rows, zero_cols, *,
-                      fast: bool, use_checkpoint: bool = False, buf: torch.Tensor | None = None):
+                      fast: bool, use_checkpoint: bool = False):
     """Run all but the last half-update; returns (F, G, n x m scratch buffer or None).
 
-    A potential that is still the all-zero start is returned as None. ``fast`` works in place in
-    ``buf`` (a fresh buffer when None).
+    A potential that is still the all-zero start is returned as None.
     """
     F, G = _initial_potentials(log_a, log_b, zero_rows, zero_cols)
-    if fast and buf is None:
-        buf = torch.empty_like(X)
-    for block in _blocks(seq, absorb_every):
+    buf = torch.empty_like(X) if fast else None
+    if fast and absorb_every is None:  # automatic: drift-bounded blocks where checked
+        absorb_every = len(seq) if X.device.type == "cpu" and _fused_cpu_updates() else ABSORB_EVERY
+    blocks = _blocks(seq, absorb_every or ABSORB_EVERY)
+    while blocks:
+        block = blocks.pop(0)
         if fast:
-            F, G, buf = _run_block(X, log_a, log_b, F, G, block, floor, buf)
+            F, G, buf, done = _run_block(X, log_a, log_b, F, G, block, floor, buf)
+            if done < len(block):  # stopped at the drift bound: the rest on a fresh kernel
+                blocks.insert(0, block[done:])
         elif use_checkpoint:
             F, G = checkpoint(_block_potentials, X, log_a, log_b, F, G, block, floor,
                               use_reentrant=False)
@@ -365,21 +399,13 @@ def _solve_potentials(X, log_a, log_b, seq, absorb_every, floor, zero_rows, zero
 
 
 def _plan_fast(X, log_a, log_b, first, n_half, absorb_every, zero_rows, zero_cols):
-    """Forward without autograd, in place in the output buffer.
-
-    On CPU the batch is solved in chunks that fit in the cores' L2 caches (:func:`_batch_chunks`);
-    the problems are independent, so the result is the same as in one piece.
-    """
+    """Forward without autograd, in place in one reusable n x m buffer."""
     seq = half_update_schedule(first, n_half)
-    floor = _floor_exponent(X.dtype)
+    F, G, buf = _solve_potentials(X, log_a, log_b, seq[:-1], absorb_every,
+                                  _floor_exponent(X.dtype), zero_rows, zero_cols, fast=True)
     mask_other = zero_cols if seq[-1] == "row" else zero_rows
-    P = torch.empty_like(X)  # (Bf, n, m)
-    for c in _batch_chunks(X):
-        F, G, buf = _solve_potentials(X[c], log_a[c], log_b[c], seq[:-1], absorb_every, floor,
-                                      zero_rows, zero_cols, fast=True, buf=P[c])
-        _final_plan(X[c], log_a[c], log_b[c], F, G, seq[-1], _plan_floor_exponent(X.dtype),
-                    mask_other, buf)
-    return P
+    return _final_plan(X, log_a, log_b, F, G, seq[-1], _plan_floor_exponent(X.dtype),
+                       mask_other, buf)
 
 
 def _plan_autograd(X, log_a, log_b, first, n_half, absorb_every, zero_rows, zero_cols,
@@ -491,13 +517,13 @@ def _check_common(eps, n_half, grad_mode, absorb_every):
         raise ValueError(f"the number of iterations must be an int >= 1, got {n_half!r}")
     if grad_mode not in GRAD_MODES:
         raise ValueError(f"unknown grad_mode {grad_mode!r}; valid choices: {', '.join(GRAD_MODES)}")
-    if not isinstance(absorb_every, int) or absorb_every < 1:
-        raise ValueError(f"absorb_every must be an int >= 1, got {absorb_every!r}")
+    if absorb_every is not None and (not isinstance(absorb_every, int) or absorb_every < 1):
+        raise ValueError(f"absorb_every must be None or an int >= 1, got {absorb_every!r}")
 
 
 def sinkhorn_plan_scaled(X: torch.Tensor, log_a: torch.Tensor, log_b: torch.Tensor, *,
                          first: str, n_half: int, grad_mode: str = "implicit",
-                         absorb_every: int = ABSORB_EVERY, zero_rows: bool = True,
+                         absorb_every: int | None = None, zero_rows: bool = True,
                          zero_cols: bool = True) -> torch.Tensor:
     """Entropic plan from a pre-scaled similarity ``X = S / eps`` with an explicit schedule.
 
@@ -526,13 +552,13 @@ def sinkhorn_plan_scaled(X: torch.Tensor, log_a: torch.Tensor, log_b: torch.Tens
 
 def sinkhorn_plan(S: torch.Tensor, log_a: torch.Tensor, log_b: torch.Tensor, eps: float,
                   n_iters: int, *, last: str = "row", grad_mode: str = "implicit",
-                  absorb_every: int = ABSORB_EVERY) -> torch.Tensor:
+                  absorb_every: int | None = None) -> torch.Tensor:
     """Differentiable entropic plan P (..., n, m) for similarity S, ``n_iters`` full iterations.
 
     ``last="row"``: each iteration is a column update then a row update (starting from f = 0, as
     POT's ``sinkhorn_log``), so row sums equal ``a`` exactly. ``last="col"``: row then column
-    update from g = 0 (the transpose problem), column sums exact. ``grad_mode`` as in the module
-    docstring.
+    update from g = 0 (the transpose problem), column sums exact. ``grad_mode`` and
+    ``absorb_every`` (None: automatic) as in the module docstring.
     """
     _check_common(eps, n_iters, grad_mode, absorb_every)
     if last not in ("row", "col"):
@@ -545,7 +571,7 @@ def sinkhorn_plan(S: torch.Tensor, log_a: torch.Tensor, log_b: torch.Tensor, eps
 
 def log_sinkhorn(S: torch.Tensor, log_a: torch.Tensor, log_b: torch.Tensor, eps: float,
                  n_iters: int, *, last: str = "row",
-                 absorb_every: int = ABSORB_EVERY) -> tuple[torch.Tensor, torch.Tensor]:
+                 absorb_every: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Sinkhorn potentials (f, g) for similarity S (..., n, m) and log-masses (..., n), (..., m).
 
     Each of the ``n_iters`` iterations is a column update then a row update (from f = 0 on rows

@@ -11,7 +11,6 @@ import torch
 
 import lotformer.sinkhorn as sinkhorn_module
 from lotformer.sinkhorn import (
-    _batch_chunks,
     _blocks,
     half_update_schedule,
     log_sinkhorn,
@@ -103,11 +102,15 @@ def test_potentials_reproduce_the_plan(last):
 @pytest.mark.parametrize("scale, n_iters, last", [(3.0, 2, "row"), (3.0, 25, "row"),
                                                   (3.0, 150, "row"), (30.0, 25, "row"),
                                                   (3.0, 25, "col"), (10.0, 25, "col")])
-def test_wide_float32_problem_follows_log_domain_iterates(scale, n_iters, last):
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-cpu-kernel", "blas-loop"])
+def test_wide_float32_problem_follows_log_domain_iterates(monkeypatch, scale, n_iters, last,
+                                                          fused):
     # Similarity spreads of hundreds to thousands in S/eps, a pivot far from every token ("dead"
     # column), a token far from every pivot and uneven pivot masses: the kernel floor and the
     # re-builds are active, yet the float32 iterates must follow exact float64 log-domain
-    # Sinkhorn step by step (not only at convergence).
+    # Sinkhorn step by step (not only at convergence). Both CPU paths: the fused kernel with
+    # drift-bounded blocks and the BLAS loop with a rebuild every ABSORB_EVERY row updates.
+    monkeypatch.setattr(sinkhorn_module, "FUSED_CPU_UPDATES", fused)
     g = torch.Generator().manual_seed(4)
     S = torch.randn(2, 300, 8, generator=g) * scale
     S[:, :, 0] -= 10 * scale
@@ -149,29 +152,68 @@ def test_absorption_schedule_does_not_change_the_math():
     torch.testing.assert_close(P1, P2, atol=1e-14, rtol=1e-11)
 
 
-@pytest.mark.parametrize("last", ["row", "col"])
-def test_cpu_cache_chunks_give_the_same_plan_and_gradient(monkeypatch, last):
-    """Solving the batch in cache-sized chunks (CPU) is the same computation as in one piece."""
-    S, log_a, log_b = _problem(batch=5, n=30, m=6, scale=2.0, seed=11, dtype=torch.float32)
-    log_a[1, [0, 7]] = -math.inf  # zero-mass rows in one problem
-    log_a = log_a - torch.logsumexp(log_a, -1, keepdim=True)
-    dP = torch.randn(5, 30, 6, generator=torch.Generator().manual_seed(3))
+def _blas_updates(K, a, b, u, v, kinds):
+    """Reference scaling updates, one BLAS matrix-vector product each (float64)."""
+    for kind in kinds:
+        if kind == "row":
+            u = a / (K @ v.transpose(-1, -2))
+        else:
+            v = b / (u.transpose(-1, -2) @ K)
+    return u, v
 
-    def plan_and_grad():
-        X = S.clone().requires_grad_()
-        P = sinkhorn_plan(X, log_a, log_b, 0.1, 12, last=last)
-        P.backward(dP)
-        return P.detach(), X.grad
 
-    P_whole, g_whole = plan_and_grad()
-    assert len(_batch_chunks(S)) == 1
-    monkeypatch.setattr(sinkhorn_module, "CPU_CACHE_PER_THREAD", 30 * 6 * 4)  # one problem
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    assert _batch_chunks(S) == [slice(0, 2), slice(2, 4), slice(4, 5)]
-    P_chunked, g_chunked = plan_and_grad()
-    torch.testing.assert_close(P_chunked, P_whole, atol=1e-7, rtol=1e-6)
-    torch.testing.assert_close(g_chunked, g_whole, atol=1e-6, rtol=1e-5)
-    assert (P_chunked[1, [0, 7]] == 0).all()
+def test_fused_cpu_updates_match_blas_and_stop_at_the_drift_bound():
+    cpu_kernels = pytest.importorskip("lotformer.cpu_kernels")  # numba is a dependency
+    g = torch.Generator().manual_seed(12)
+    K = torch.rand(3, 50, 6, generator=g, dtype=F64) + 0.1  # (P, n, m), no line far off
+    a = torch.full((3, 50, 1), 1 / 50, dtype=F64)
+    b = torch.softmax(torch.randn(3, 1, 6, generator=g, dtype=F64), -1)
+    b[1, 0, 2] = 0.0  # a zero-mass column stays at exactly 0
+    kinds = ("row", "col") * 20 + ("row",)
+
+    def start():  # u to be computed; v = 1 on live columns, 0 on the zero-mass one
+        return torch.zeros_like(a), (b > 0).to(F64)
+
+    u, v = start()
+    assert cpu_kernels.scaling_updates(K, a, b, u, v, kinds, drift=20.0) == len(kinds)
+    u_ref, v_ref = _blas_updates(K, a, b, None, start()[1], kinds)
+    torch.testing.assert_close(u, u_ref, rtol=1e-12, atol=0)
+    torch.testing.assert_close(v, v_ref, rtol=1e-12, atol=0)
+    assert v[1, 0, 2] == 0
+
+    # Column 0 of problem 1 is far from every row (its entries are at the kernel floor): its first
+    # column update jumps far out of the drift bound and is not kept; problems 0 and 2, which could
+    # go on, are rolled back to the same point: only the first (row) update is kept.
+    K[1, :, 0] = math.exp(-70)
+    u, v = start()
+    assert cpu_kernels.scaling_updates(K, a, b, u, v, kinds, drift=20.0) == 1
+    u_ref, _ = _blas_updates(K, a, b, None, start()[1], ("row",))
+    torch.testing.assert_close(u, u_ref, rtol=1e-12, atol=0)
+    assert torch.equal(v, start()[1])
+    # a loose enough bound keeps going
+    u, v = start()
+    assert cpu_kernels.scaling_updates(K, a, b, u, v, kinds, drift=200.0) == len(kinds)
+
+
+def test_forked_child_solves_without_the_parallel_kernel():
+    # numba's parallel kernel aborts a process forked after it ran (GNU OpenMP is not fork-safe);
+    # a forked child (e.g. a fork-started worker) must take the BLAS loop and get the same plan.
+    import multiprocessing
+
+    S, log_a, log_b = _problem(batch=4, n=200, m=16, seed=13, dtype=torch.float32)
+    P = sinkhorn_plan(S, log_a, log_b, 0.1, 10)  # runs the fused kernel in this process
+
+    def child(queue):
+        torch.set_num_threads(1)  # as DataLoader workers do
+        queue.put(float((sinkhorn_plan(S, log_a, log_b, 0.1, 10) - P).abs().max()))
+
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=child, args=(queue,))
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == 0
+    assert queue.get(timeout=10) < 1e-6
 
 
 def test_block_schedule():
