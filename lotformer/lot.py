@@ -46,10 +46,11 @@ import math
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from lotformer.attention.base import AttentionBackend, check_qkv
 from lotformer.attention.registry import register_attention
-from lotformer.sinkhorn import GRAD_MODES, sinkhorn_plan_scaled
+from lotformer.sinkhorn import GRAD_MODES, _implicit_backward, sinkhorn_plan_scaled
 
 __all__ = ["COMPAT_MODES", "LOTAttention", "lot_attention", "lot_attention_matrix"]
 
@@ -91,14 +92,19 @@ def _check_shapes(q, k, v, pivots, pivot_logits, key_padding_mask) -> None:
                          f"{tuple(key_padding_mask.shape)}")
 
 
-def _similarity(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+def _pivot_factor(z: torch.Tensor, B: int) -> torch.Tensor:
+    """z (H, r, D) -> z^T for every batch-head (B*H, D, r), contiguous: a small copy (with a
+    transposed view CPU bmm takes a path ~3x slower)."""
+    H, r, D = z.shape
+    return z.transpose(-1, -2).unsqueeze(0).expand(B, H, D, r).reshape(B * H, D, r)
+
+
+def _similarity(x: torch.Tensor, z: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """x z^T per head: x (B, H, N, D), z (H, r, D) -> (B, H, N, r), as one flat bmm."""
     B, H, N, D = x.shape
     r = z.shape[1]
-    # a contiguous (D, r) right factor per batch-head (small copy): a transposed view would send
-    # CPU bmm down a path ~3x slower
-    zT = z.transpose(-1, -2).unsqueeze(0).expand(B, H, D, r).reshape(B * H, D, r)
-    return torch.bmm(x.reshape(B * H, N, D), zT).view(B, H, N, r)
+    flat_out = None if out is None else out.view(B * H, N, r)
+    return torch.bmm(x.reshape(B * H, N, D), _pivot_factor(z, B), out=flat_out).view(B, H, N, r)
 
 
 def _apply_plans(P1: torch.Tensor, P2t: torch.Tensor, col_scale: torch.Tensor,
@@ -113,6 +119,30 @@ def _apply_plans(P1: torch.Tensor, P2t: torch.Tensor, col_scale: torch.Tensor,
     pv = vT_P2t.view(B, H, Dv, r) * col_scale.unsqueeze(-2)  # (B, H, Dv, r) = (diag(s) P2 v)^T
     out = torch.bmm(P1.reshape(B * H, N, r), pv.reshape(B * H, Dv, r).transpose(-1, -2))
     return out.view(B, H, N, Dv)
+
+
+def _token_masses(mask, B, N, dt, device):
+    """Token log-masses log_a (B or 1, 1, N) (uniform on real tokens, -inf on padding) and the
+    number of real tokens n_scale (B or 1, 1, 1)."""
+    if mask is None:
+        log_a = torch.full((1, 1, N), -math.log(N), dtype=dt, device=device)
+        return log_a, torch.full((1, 1, 1), float(N), dtype=dt, device=device)
+    n_valid = mask.sum(dim=-1).to(dt)  # (B,)
+    log_a = torch.where(mask, -torch.log(n_valid.clamp_min(1.0))[:, None],
+                        torch.full((B, N), float("-inf"), dtype=dt, device=device))
+    return log_a[:, None, :], n_valid[:, None, None]
+
+
+def _pivot_terms(z, pivot_logits, n_scale, eps):
+    """Paper mode: pivot log-masses log_w (H, r), the pivots scaled by 1 / (sqrt(D) eps) (so that
+    the similarity products are S / eps directly) and the output scale n_valid / w (B or 1, H, r)."""
+    H, r, D = z.shape
+    if pivot_logits is None:
+        log_w = torch.full((H, r), -math.log(r), dtype=z.dtype, device=z.device)
+    else:
+        log_w = torch.log_softmax(pivot_logits.to(z.dtype), dim=-1)  # (H, r)
+    zs = z * (1.0 / (math.sqrt(D) * eps))
+    return log_w, zs, n_scale * torch.exp(-log_w)
 
 
 def _lot_factors(q, k, pivots, pivot_logits, *, eps, n_iters, key_padding_mask, grad_mode,
@@ -135,21 +165,10 @@ def _lot_factors(q, k, pivots, pivot_logits, *, eps, n_iters, key_padding_mask, 
         pad = ~mask[:, None, :, None]  # (B, 1, N, 1)
         q = q.masked_fill(pad, 0.0)
         k = k.masked_fill(pad, 0.0)
-        n_valid = mask.sum(dim=-1).to(dt)  # (B,)
-        log_a = torch.where(mask, -torch.log(n_valid.clamp_min(1.0))[:, None],
-                            torch.full((B, N), float("-inf"), dtype=dt, device=q.device))
-        log_a = log_a[:, None, :]  # (B, 1, N)
-        n_scale = n_valid[:, None, None]  # (B, 1, 1)
-    else:
-        log_a = torch.full((1, 1, N), -math.log(N), dtype=dt, device=q.device)
-        n_scale = torch.full((1, 1, 1), float(N), dtype=dt, device=q.device)
+    log_a, n_scale = _token_masses(mask, B, N, dt, q.device)
 
     if paper:
-        if pivot_logits is None:
-            log_w = torch.full((H, r), -math.log(r), dtype=dt, device=q.device)
-        else:
-            log_w = torch.log_softmax(pivot_logits.to(dt), dim=-1)  # (H, r)
-        zs = z * (1.0 / (math.sqrt(D) * eps))  # fold 1/(sqrt(D) eps) into the small pivots
+        log_w, zs, col_scale = _pivot_terms(z, pivot_logits, n_scale, eps)
         X1 = _similarity(q, zs)  # (B, H, N, r) = S1 / eps
         # P1: rows = tokens (mass a), columns = pivots (mass w); ends on the row update.
         P1 = sinkhorn_plan_scaled(X1, log_a, log_w, first="col", n_half=2 * n_iters,
@@ -162,7 +181,6 @@ def _lot_factors(q, k, pivots, pivot_logits, *, eps, n_iters, key_padding_mask, 
                                    grad_mode=grad_mode, zero_rows=mask is not None,
                                    zero_cols=False)
         del X2
-        col_scale = n_scale * torch.exp(-log_w)  # (B or 1, H, r): n_valid / w
     else:
         zs = z * (1.0 / math.sqrt(D))
         X1 = _similarity(q, zs).clamp(-_REFERENCE_CLAMP, _REFERENCE_CLAMP) / eps
@@ -177,6 +195,89 @@ def _lot_factors(q, k, pivots, pivot_logits, *, eps, n_iters, key_padding_mask, 
         del X2
         col_scale = torch.full((1, 1, r), N / r, dtype=dt, device=q.device)
     return P1, P2t, col_scale
+
+
+def _paper_implicit(q, k, v, pivots, pivot_logits, *, eps, n_iters, key_padding_mask):
+    """lot_attention in paper mode with implicit gradients, through :class:`_PaperImplicitLOT`."""
+    dt = torch.float64 if q.dtype == torch.float64 else torch.float32
+    B, H, N, D = q.shape
+    q, k, v, z = q.to(dt), k.to(dt), v.to(dt), pivots.to(dt)
+    mask = key_padding_mask
+    if mask is not None:
+        pad = ~mask[:, None, :, None]  # (B, 1, N, 1)
+        q, k, v = q.masked_fill(pad, 0.0), k.masked_fill(pad, 0.0), v.masked_fill(pad, 0.0)
+    log_a, n_scale = _token_masses(mask, B, N, dt, q.device)
+    log_w, zs, col_scale = _pivot_terms(z, pivot_logits, n_scale, eps)
+    return _PaperImplicitLOT.apply(q, k, v, zs, log_a, log_w, col_scale, n_iters,
+                                   mask is not None)
+
+
+def _paper_plans(q, k, zs, log_a, log_w, n_iters, zero_rows):
+    """Both plans without autograd, the two similarity matrices sharing one n x r buffer.
+    Returns P1 (B, H, N, r) and P2t (B, H, N, r) as in :func:`_lot_factors`."""
+    X = _similarity(q, zs)  # (B, H, N, r) = S1 / eps
+    P1 = sinkhorn_plan_scaled(X, log_a, log_w, first="col", n_half=2 * n_iters,
+                              zero_rows=zero_rows, zero_cols=False)
+    _similarity(k, zs, out=X)  # (S2 / eps)^T in the same buffer
+    P2t = sinkhorn_plan_scaled(X, log_a, log_w, first="row", n_half=2 * n_iters,
+                               zero_rows=zero_rows, zero_cols=False)
+    return P1, P2t
+
+
+class _PaperImplicitLOT(torch.autograd.Function):
+    """Paper-mode LOT with implicit-differentiation gradients, as one autograd node.
+
+    The same computation as :func:`_lot_factors` + :func:`_apply_plans`, but it owns its
+    intermediates: the forward pass reuses one n x r buffer for both similarity matrices and the
+    backward pass one n x r buffer for both plans' upstream gradients, H = dP * P and dX (four
+    fewer fresh n x r tensors per step; on CPU each costs page faults). Gradients are those of
+    the composed path (``test_lot.py`` checks them with gradcheck).
+    Inputs: q, k (B, H, N, D) and v (B, H, N, Dv) with padding zeroed, zs (H, r, D) the scaled
+    pivots, log_a (B or 1, 1, N), log_w (H, r), col_scale (B or 1, H, r).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, zs, log_a, log_w, col_scale, n_iters, zero_rows):
+        P1, P2t = _paper_plans(q, k, zs, log_a, log_w, n_iters, zero_rows)
+        B = q.shape[0]
+        ctx.save_for_backward(q, k, v, zs, P1, P2t, log_a, log_w, col_scale)
+        return _apply_plans(P1, P2t, col_scale.expand(B, -1, -1), v)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dout):
+        q, k, v, zs, P1, P2t, log_a, log_w, col_scale = ctx.saved_tensors
+        B, H, N, D = q.shape
+        r, Dv = zs.shape[1], v.shape[-1]
+        BH = B * H
+        P1f, P2f = P1.reshape(BH, N, r), P2t.reshape(BH, N, r)
+        vf, doutf = v.reshape(BH, N, Dv), dout.reshape(BH, N, Dv)
+        cs = col_scale.expand(B, H, r).reshape(BH, 1, r)
+        vT_P2t = torch.bmm(vf.transpose(-1, -2), P2f)  # (BH, Dv, r)
+        pv = vT_P2t * cs  # (BH, Dv, r): out = P1 pv^T
+        d_pv = torch.bmm(doutf.transpose(-1, -2), P1f)  # (BH, Dv, r)
+        d_cs = (d_pv * vT_P2t).sum(dim=1).view(B, H, r)  # (B, H, r)
+        if col_scale.shape[0] == 1:
+            d_cs = d_cs.sum(dim=0, keepdim=True)
+        d_vT_P2t = d_pv * cs  # (BH, Dv, r)
+        dv = torch.bmm(P2f, d_vT_P2t.transpose(-1, -2)).view(B, H, N, Dv)
+        zT = _pivot_factor(zs, B)  # (BH, D, r)
+        w = torch.exp(log_w).expand(B, H, r).reshape(BH, r)
+        buf = torch.empty_like(P1f)  # the one n x r scratch of this backward pass
+        # P1: tokens -> pivots, ended on its (exact) token-row update; upstream dP1 = dout pv
+        a = torch.exp(log_a).expand(B, H, N).reshape(BH, N)
+        dX, _, beta1 = _implicit_backward(P1f, lambda out: torch.bmm(doutf, pv, out=out),
+                                          eliminate_rows=N >= r, exact_rows=a, buf=buf)
+        dq = torch.bmm(dX, zT.transpose(-1, -2)).view(B, H, N, D)
+        dzT = torch.bmm(q.reshape(BH, N, D).transpose(-1, -2), dX)  # (BH, D, r)
+        # P2t: its pivot side (columns here) was updated last; upstream dP2t = v d(v^T P2t)
+        dX, _, beta2 = _implicit_backward(P2f, lambda out: torch.bmm(vf, d_vT_P2t, out=out),
+                                          eliminate_rows=N >= r, exact_cols=w, buf=buf)
+        dk = torch.bmm(dX, zT.transpose(-1, -2)).view(B, H, N, D)
+        dzT += torch.bmm(k.reshape(BH, N, D).transpose(-1, -2), dX)
+        dzs = dzT.view(B, H, D, r).sum(dim=0).transpose(-1, -2)  # (H, r, D)
+        dlog_w = ((beta1 + beta2) * w).view(B, H, r).sum(dim=0)  # (H, r)
+        return dq, dk, dv, dzs, None, dlog_w, d_cs, None, None
 
 
 def lot_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pivots: torch.Tensor,
@@ -207,6 +308,9 @@ def lot_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pivots: tor
     _check_shapes(q, k, v, pivots, pivot_logits, key_padding_mask)
     out_dtype = q.dtype
     with torch.autocast(device_type=q.device.type, enabled=False):
+        if compat == "paper" and grad_mode == "implicit":
+            return _paper_implicit(q, k, v, pivots, pivot_logits, eps=eps, n_iters=n_iters,
+                                   key_padding_mask=key_padding_mask).to(out_dtype)
         P1, P2t, col_scale = _lot_factors(
             q, k, pivots, pivot_logits, eps=eps, n_iters=n_iters,
             key_padding_mask=key_padding_mask, grad_mode=grad_mode, compat=compat)

@@ -421,9 +421,10 @@ def _plan_autograd(X, log_a, log_b, first, n_half, absorb_every, zero_rows, zero
 # --------------------------------------------------------------------------------------------
 # implicit differentiation
 # --------------------------------------------------------------------------------------------
-def _implicit_backward(P: torch.Tensor, dP: torch.Tensor, eliminate_rows: bool,
+def _implicit_backward(P: torch.Tensor, dP, eliminate_rows: bool,
                        exact_rows: torch.Tensor | None = None,
-                       exact_cols: torch.Tensor | None = None):
+                       exact_cols: torch.Tensor | None = None,
+                       buf: torch.Tensor | None = None):
     """Adjoint of the entropic plan at (approximately) its fixed point.
 
     For P = exp(X + F + G) with P 1 = a, P^T 1 = b and upstream dP = dL/dP, H = dP * P:
@@ -436,20 +437,28 @@ def _implicit_backward(P: torch.Tensor, dP: torch.Tensor, eliminate_rows: bool,
     keeps that matrix positive semi-definite at any iteration count; zero-mass lines drop out.
     ``exact_rows`` (Bf, n) may pass the row sums when they are known to be exact (the last update
     was a row update), saving a pass over P.
+    ``dP`` is the upstream gradient, or a function writing it into a given (Bf, n, m) tensor;
+    ``buf`` an n x m scratch tensor to work in (fresh when None). dX is returned in that scratch.
     Returns (dX, alpha, beta) with alpha (Bf, n), beta (Bf, m).
     """
     if not eliminate_rows:
-        dXt, beta_t, alpha_t = _implicit_backward(P.transpose(-1, -2), dP.transpose(-1, -2), True,
-                                                  exact_rows=exact_cols)
+        dPt = (lambda out: dP(out.transpose(-1, -2))) if callable(dP) else dP.transpose(-1, -2)
+        dXt, beta_t, alpha_t = _implicit_backward(
+            P.transpose(-1, -2), dPt, True, exact_rows=exact_cols,
+            buf=None if buf is None else buf.transpose(-1, -2))
         return dXt.transpose(-1, -2), alpha_t, beta_t
     m = P.shape[-1]
     a_act = P.sum(dim=-1) if exact_rows is None else exact_rows  # (Bf, n)
     pos = a_act > 0
     inv_a = torch.where(pos, 1.0 / torch.where(pos, a_act, torch.ones_like(a_act)),
                         torch.zeros_like(a_act))  # (Bf, n)
-    work = torch.mul(P, inv_a.unsqueeze(-1))  # (Bf, n, m) = diag(1/a) P
+    work = torch.mul(P, inv_a.unsqueeze(-1), out=buf)  # (Bf, n, m) = diag(1/a) P
     M = torch.bmm(work.transpose(-1, -2), P).neg_()  # (Bf, m, m) = -P^T diag(1/a) P
-    H = torch.mul(dP, P, out=work)  # reuse the buffer: H = dP * P
+    if callable(dP):  # reuse the buffer: H = dP * P
+        dP(work)
+        H = work.mul_(P)
+    else:
+        H = torch.mul(dP, P, out=work)
     hr = H.sum(dim=-1)  # (Bf, n)
     hc = H.sum(dim=-2)  # (Bf, m)
     # one pass over P for both P^T (hr / a) and the actual column sums b = P^T 1
