@@ -12,9 +12,9 @@ u for a column-stabilised one) starts at 1 on live lines; the other side is set 
 first update. Every later update is checked against ``[ref e^-drift, ref e^drift]``; the first
 update that leaves that range is NOT kept: the block stops before it, and the caller rebuilds a
 kernel stabilised for that update's side, on which it is exact. Problems stop independently; the
-state after ``min(done)`` updates is returned for all (each update's result is kept, so a
-problem that went further is rolled back). numba compiles on first use (about a second) and
-caches the machine code in ``__pycache__`` beside this file.
+state after ``min(done)`` updates is returned for all (every update's u or v goes to a history,
+so a problem that went further is rolled back to that point). numba compiles on first use
+(about a second) and caches the machine code in ``__pycache__`` beside this file.
 """
 
 from __future__ import annotations
