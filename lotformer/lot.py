@@ -50,7 +50,12 @@ from torch.autograd.function import once_differentiable
 
 from lotformer.attention.base import AttentionBackend, check_qkv
 from lotformer.attention.registry import register_attention
-from lotformer.sinkhorn import GRAD_MODES, _implicit_backward, sinkhorn_plan_scaled
+from lotformer.sinkhorn import (
+    GRAD_MODES,
+    _compute_dtype,
+    _implicit_backward,
+    sinkhorn_plan_scaled,
+)
 
 __all__ = ["COMPAT_MODES", "LOTAttention", "lot_attention", "lot_attention_matrix"]
 
@@ -108,17 +113,18 @@ def _similarity(x: torch.Tensor, z: torch.Tensor, out: torch.Tensor | None = Non
 
 
 def _apply_plans(P1: torch.Tensor, P2t: torch.Tensor, col_scale: torch.Tensor,
-                 v: torch.Tensor) -> torch.Tensor:
+                 v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """n_valid P1 diag(1/w) P2 v = P1 diag(col_scale) (P2t^T v), O(N r Dv), as flat bmm's.
 
     P2t^T v is formed as (v^T P2t)^T so that the gradient reaching P2t is contiguous.
+    Returns the output (B, H, N, Dv) and v^T P2t (B*H, Dv, r).
     """
     B, H, N, r = P1.shape
     Dv = v.shape[-1]
     vT_P2t = torch.bmm(v.reshape(B * H, N, Dv).transpose(-1, -2), P2t.reshape(B * H, N, r))
     pv = vT_P2t.view(B, H, Dv, r) * col_scale.unsqueeze(-2)  # (B, H, Dv, r) = (diag(s) P2 v)^T
     out = torch.bmm(P1.reshape(B * H, N, r), pv.reshape(B * H, Dv, r).transpose(-1, -2))
-    return out.view(B, H, N, Dv)
+    return out.view(B, H, N, Dv), vT_P2t
 
 
 def _token_masses(mask, B, N, dt, device):
@@ -145,6 +151,36 @@ def _pivot_terms(z, pivot_logits, n_scale, eps):
     return log_w, zs, n_scale * torch.exp(-log_w)
 
 
+def _paper_inputs(q, k, pivots, pivot_logits, eps, mask):
+    """Paper mode, in the compute dtype: q, k with padding zeroed, the pivots scaled so that the
+    similarity products are S / eps, the token and pivot log-masses and the output scale.
+    Returns q, k, zs (H, r, D), log_a (B or 1, 1, N), log_w (H, r), col_scale (B or 1, H, r)."""
+    dt = _compute_dtype(q.dtype)
+    B, H, N, D = q.shape
+    q, k = q.to(dt), k.to(dt)
+    if mask is not None:
+        pad = ~mask[:, None, :, None]  # (B, 1, N, 1)
+        q, k = q.masked_fill(pad, 0.0), k.masked_fill(pad, 0.0)
+    log_a, n_scale = _token_masses(mask, B, N, dt, q.device)
+    log_w, zs, col_scale = _pivot_terms(pivots.to(dt), pivot_logits, n_scale, eps)
+    return q, k, zs, log_a, log_w, col_scale
+
+
+def _paper_plans(q, k, zs, log_a, log_w, *, n_iters, zero_rows, grad_mode="implicit"):
+    """Both paper-mode plans: P1 (B, H, N, r) [rows: tokens] and P2t (B, H, N, r) [= P2^T, P2
+    (r x N) has pivot rows]. With autograd off (as inside :class:`_PaperImplicitLOT`) the second
+    similarity matrix is computed in the first one's buffer."""
+    X = _similarity(q, zs)  # (B, H, N, r) = S1 / eps
+    # P1: rows = tokens (mass a), columns = pivots (mass w); ends on the row update.
+    P1 = sinkhorn_plan_scaled(X, log_a, log_w, first="col", n_half=2 * n_iters,
+                              grad_mode=grad_mode, zero_rows=zero_rows, zero_cols=False)
+    X = _similarity(k, zs, out=None if torch.is_grad_enabled() else X)  # (S2 / eps)^T
+    # P2 = P2t^T: pivot rows (mass w) end the schedule -> columns of this layout last.
+    P2t = sinkhorn_plan_scaled(X, log_a, log_w, first="row", n_half=2 * n_iters,
+                               grad_mode=grad_mode, zero_rows=zero_rows, zero_cols=False)
+    return P1, P2t
+
+
 def _lot_factors(q, k, pivots, pivot_logits, *, eps, n_iters, key_padding_mask, grad_mode,
                  compat):
     """The two plans and the per-(batch, head, pivot) output scale, all in the compute dtype.
@@ -152,76 +188,30 @@ def _lot_factors(q, k, pivots, pivot_logits, *, eps, n_iters, key_padding_mask, 
     Returns P1 (B, H, N, r) [rows: tokens], P2t (B, H, N, r) [= P2^T, P2 (r x N) has pivot rows]
     and col_scale (B, H, r) such that A = P1 diag(col_scale) P2.
     """
-    dt = torch.float64 if q.dtype == torch.float64 else torch.float32
+    if compat == "paper":
+        q, k, zs, log_a, log_w, col_scale = _paper_inputs(q, k, pivots, pivot_logits, eps,
+                                                          key_padding_mask)
+        P1, P2t = _paper_plans(q, k, zs, log_a, log_w, n_iters=n_iters, grad_mode=grad_mode,
+                               zero_rows=key_padding_mask is not None)
+        return P1, P2t, col_scale
+    dt = _compute_dtype(q.dtype)
     B, H, N, D = q.shape
     r = pivots.shape[1]
-    q = q.to(dt)
-    k = k.to(dt)
-    z = pivots.to(dt)  # (H, r, D)
-    paper = compat == "paper"
-    mask = key_padding_mask if paper else None
-
-    if mask is not None:
-        pad = ~mask[:, None, :, None]  # (B, 1, N, 1)
-        q = q.masked_fill(pad, 0.0)
-        k = k.masked_fill(pad, 0.0)
-    log_a, n_scale = _token_masses(mask, B, N, dt, q.device)
-
-    if paper:
-        log_w, zs, col_scale = _pivot_terms(z, pivot_logits, n_scale, eps)
-        X1 = _similarity(q, zs)  # (B, H, N, r) = S1 / eps
-        # P1: rows = tokens (mass a), columns = pivots (mass w); ends on the row update.
-        P1 = sinkhorn_plan_scaled(X1, log_a, log_w, first="col", n_half=2 * n_iters,
-                                  grad_mode=grad_mode, zero_rows=mask is not None,
-                                  zero_cols=False)
-        del X1
-        X2 = _similarity(k, zs)  # (B, H, N, r) = (S2 / eps)^T
-        # P2 = P2t^T: pivot rows (mass w) end the schedule -> columns of this layout last.
-        P2t = sinkhorn_plan_scaled(X2, log_a, log_w, first="row", n_half=2 * n_iters,
-                                   grad_mode=grad_mode, zero_rows=mask is not None,
-                                   zero_cols=False)
-        del X2
-    else:
-        zs = z * (1.0 / math.sqrt(D))
-        X1 = _similarity(q, zs).clamp(-_REFERENCE_CLAMP, _REFERENCE_CLAMP) / eps
-        log_w = torch.full((H, r), -math.log(r), dtype=dt, device=q.device)
-        # Reference order: each problem starts with the row update of its own orientation.
-        P1 = sinkhorn_plan_scaled(X1, log_a, log_w, first="row", n_half=n_iters,
-                                  grad_mode=grad_mode, zero_rows=False, zero_cols=False)
-        del X1
-        X2 = _similarity(k, zs).clamp(-_REFERENCE_CLAMP, _REFERENCE_CLAMP) / eps
-        P2t = sinkhorn_plan_scaled(X2, log_a, log_w, first="col", n_half=n_iters,
-                                   grad_mode=grad_mode, zero_rows=False, zero_cols=False)
-        del X2
-        col_scale = torch.full((1, 1, r), N / r, dtype=dt, device=q.device)
+    q, k = q.to(dt), k.to(dt)
+    log_a, _ = _token_masses(None, B, N, dt, q.device)  # the reference ignores padding
+    zs = pivots.to(dt) * (1.0 / math.sqrt(D))
+    X1 = _similarity(q, zs).clamp(-_REFERENCE_CLAMP, _REFERENCE_CLAMP) / eps
+    log_w = torch.full((H, r), -math.log(r), dtype=dt, device=q.device)
+    # Reference order: each problem starts with the row update of its own orientation.
+    P1 = sinkhorn_plan_scaled(X1, log_a, log_w, first="row", n_half=n_iters,
+                              grad_mode=grad_mode, zero_rows=False, zero_cols=False)
+    del X1
+    X2 = _similarity(k, zs).clamp(-_REFERENCE_CLAMP, _REFERENCE_CLAMP) / eps
+    P2t = sinkhorn_plan_scaled(X2, log_a, log_w, first="col", n_half=n_iters,
+                               grad_mode=grad_mode, zero_rows=False, zero_cols=False)
+    del X2
+    col_scale = torch.full((1, 1, r), N / r, dtype=dt, device=q.device)
     return P1, P2t, col_scale
-
-
-def _paper_implicit(q, k, v, pivots, pivot_logits, *, eps, n_iters, key_padding_mask):
-    """lot_attention in paper mode with implicit gradients, through :class:`_PaperImplicitLOT`."""
-    dt = torch.float64 if q.dtype == torch.float64 else torch.float32
-    B, H, N, D = q.shape
-    q, k, v, z = q.to(dt), k.to(dt), v.to(dt), pivots.to(dt)
-    mask = key_padding_mask
-    if mask is not None:
-        pad = ~mask[:, None, :, None]  # (B, 1, N, 1)
-        q, k, v = q.masked_fill(pad, 0.0), k.masked_fill(pad, 0.0), v.masked_fill(pad, 0.0)
-    log_a, n_scale = _token_masses(mask, B, N, dt, q.device)
-    log_w, zs, col_scale = _pivot_terms(z, pivot_logits, n_scale, eps)
-    return _PaperImplicitLOT.apply(q, k, v, zs, log_a, log_w, col_scale, n_iters,
-                                   mask is not None)
-
-
-def _paper_plans(q, k, zs, log_a, log_w, n_iters, zero_rows):
-    """Both plans without autograd, the two similarity matrices sharing one n x r buffer.
-    Returns P1 (B, H, N, r) and P2t (B, H, N, r) as in :func:`_lot_factors`."""
-    X = _similarity(q, zs)  # (B, H, N, r) = S1 / eps
-    P1 = sinkhorn_plan_scaled(X, log_a, log_w, first="col", n_half=2 * n_iters,
-                              zero_rows=zero_rows, zero_cols=False)
-    _similarity(k, zs, out=X)  # (S2 / eps)^T in the same buffer
-    P2t = sinkhorn_plan_scaled(X, log_a, log_w, first="row", n_half=2 * n_iters,
-                               zero_rows=zero_rows, zero_cols=False)
-    return P1, P2t
 
 
 class _PaperImplicitLOT(torch.autograd.Function):
@@ -238,22 +228,21 @@ class _PaperImplicitLOT(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, zs, log_a, log_w, col_scale, n_iters, zero_rows):
-        P1, P2t = _paper_plans(q, k, zs, log_a, log_w, n_iters, zero_rows)
-        B = q.shape[0]
-        ctx.save_for_backward(q, k, v, zs, P1, P2t, log_a, log_w, col_scale)
-        return _apply_plans(P1, P2t, col_scale.expand(B, -1, -1), v)
+        P1, P2t = _paper_plans(q, k, zs, log_a, log_w, n_iters=n_iters, zero_rows=zero_rows)
+        out, vT_P2t = _apply_plans(P1, P2t, col_scale.expand(q.shape[0], -1, -1), v)
+        ctx.save_for_backward(q, k, v, zs, P1, P2t, log_a, log_w, col_scale, vT_P2t)
+        return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dout):
-        q, k, v, zs, P1, P2t, log_a, log_w, col_scale = ctx.saved_tensors
+        q, k, v, zs, P1, P2t, log_a, log_w, col_scale, vT_P2t = ctx.saved_tensors
         B, H, N, D = q.shape
         r, Dv = zs.shape[1], v.shape[-1]
         BH = B * H
         P1f, P2f = P1.reshape(BH, N, r), P2t.reshape(BH, N, r)
         vf, doutf = v.reshape(BH, N, Dv), dout.reshape(BH, N, Dv)
         cs = col_scale.expand(B, H, r).reshape(BH, 1, r)
-        vT_P2t = torch.bmm(vf.transpose(-1, -2), P2f)  # (BH, Dv, r)
         pv = vT_P2t * cs  # (BH, Dv, r): out = P1 pv^T
         d_pv = torch.bmm(doutf.transpose(-1, -2), P1f)  # (BH, Dv, r)
         d_cs = (d_pv * vT_P2t).sum(dim=1).view(B, H, r)  # (B, H, r)
@@ -308,17 +297,20 @@ def lot_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pivots: tor
     _check_shapes(q, k, v, pivots, pivot_logits, key_padding_mask)
     out_dtype = q.dtype
     with torch.autocast(device_type=q.device.type, enabled=False):
-        if compat == "paper" and grad_mode == "implicit":
-            return _paper_implicit(q, k, v, pivots, pivot_logits, eps=eps, n_iters=n_iters,
-                                   key_padding_mask=key_padding_mask).to(out_dtype)
-        P1, P2t, col_scale = _lot_factors(
-            q, k, pivots, pivot_logits, eps=eps, n_iters=n_iters,
-            key_padding_mask=key_padding_mask, grad_mode=grad_mode, compat=compat)
-        vv = v.to(P1.dtype)
+        vv = v.to(_compute_dtype(q.dtype))
         if compat == "paper" and key_padding_mask is not None:
             vv = vv.masked_fill(~key_padding_mask[:, None, :, None], 0.0)
-        out = _apply_plans(P1, P2t, col_scale.expand(P1.shape[0], -1, -1), vv)  # (B, H, N, Dv)
-    return out.to(out_dtype)
+        if compat == "paper" and grad_mode == "implicit":
+            qq, kk, zs, log_a, log_w, col_scale = _paper_inputs(q, k, pivots, pivot_logits, eps,
+                                                                key_padding_mask)
+            out = _PaperImplicitLOT.apply(qq, kk, vv, zs, log_a, log_w, col_scale, n_iters,
+                                          key_padding_mask is not None)
+        else:
+            P1, P2t, col_scale = _lot_factors(
+                q, k, pivots, pivot_logits, eps=eps, n_iters=n_iters,
+                key_padding_mask=key_padding_mask, grad_mode=grad_mode, compat=compat)
+            out, _ = _apply_plans(P1, P2t, col_scale.expand(P1.shape[0], -1, -1), vv)
+    return out.to(out_dtype)  # (B, H, N, Dv)
 
 
 def lot_attention_matrix(q: torch.Tensor, k: torch.Tensor, pivots: torch.Tensor,

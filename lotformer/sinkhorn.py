@@ -49,10 +49,11 @@ on CPU, where it costs nothing):
 
 Accuracy: the iterates equal those of textbook log-domain Sinkhorn (same start f = 0 and order as
 POT's ``sinkhorn_log``) up to float rounding as long as the potentials move by less than about
-``70 * eps`` between kernel rebuilds (on the fixed schedule; the drift check enforces it). Measured in float32 against float64 log-domain iterates
-(max plan error relative to the largest entry, 25-60 iterations, with a pivot and a token far
-from everything): <= 2e-5 when ``S / eps`` has a spread of a few hundred; at spreads of
-thousands (Sinkhorn then is far from converged) mostly 1e-5 to 1e-4, worst case seen ~1e-2.
+``70 * eps`` between kernel rebuilds (on the fixed schedule; the drift check enforces it).
+Measured in float32 against float64 log-domain iterates (max plan error relative to the
+largest entry, 25-60 iterations, with a pivot and a token far from everything): <= 2e-5 when
+``S / eps`` has a spread of a few hundred; at spreads of thousands (Sinkhorn then is far from
+converged) mostly 1e-5 to 1e-4, worst case seen ~1e-2.
 Outputs stay finite and the last marginal exact in every regime.
 
 Gradients (``grad_mode`` of :func:`sinkhorn_plan`):
@@ -227,7 +228,7 @@ def _exact_col_update(X, log_b, F, floor, buf):
     return torch.where(log_b > _NEG_INF, G, torch.full_like(G, _NEG_INF))
 
 
-def _kernel_block(X, log_a, log_b, F, G, types, floor, buf):
+def _kernel_block(X, log_a, log_b, F, G, types, floor, buf, fused=None):
     """One fresh kernel, an exact first update, then scaling updates on that kernel.
 
     types[0] == "row": the kernel is row-stabilised and absorbs G,
@@ -235,8 +236,9 @@ def _kernel_block(X, log_a, log_b, F, G, types, floor, buf):
     types[0] == "col": the kernel is column-stabilised and absorbs F,
         K = exp(X + F - gamma) (floored), P = u K v with F = F_abs + log(u), G = log(v) - gamma.
     The first update on a fresh kernel is exact (its normalisation is the log-domain update).
-    With ``buf`` given (no autograd) the kernel lives in ``buf`` and the loop reuses buffers.
-    Returns (F, G, K).
+    With ``buf`` given (no autograd) the kernel lives in ``buf`` and the loop reuses buffers;
+    ``fused`` (CPU, with ``buf``) is the numba kernel, which may stop early at its drift bound.
+    Returns (F, G, K, number of the half-updates in ``types`` done).
     """
     tiny = torch.finfo(X.dtype).tiny
     a = torch.exp(log_a)  # (Bf, n, 1)
@@ -245,17 +247,12 @@ def _kernel_block(X, log_a, log_b, F, G, types, floor, buf):
     if by_rows:
         K, alpha = _stabilised_exp(X, G, -1, floor, buf)  # (Bf, n, m), (Bf, n, 1)
         v = _live(G, b)  # (Bf, 1, m): 1 on live columns, 0 on zero-mass ones
-        u = torch.empty_like(a) if buf is not None else None
+        u = torch.zeros_like(a) if buf is not None else None
     else:
         K, gamma = _stabilised_exp(X, F, -2, floor, buf)  # (Bf, n, m), (Bf, 1, m)
         u = _live(F, a)  # (Bf, n, 1)
-        v = torch.empty_like(b) if buf is not None else None
-    fused = _fused_cpu_updates() if buf is not None and K.device.type == "cpu" else None
+        v = torch.zeros_like(b) if buf is not None else None
     if fused is not None:
-        if by_rows:
-            u.zero_()
-        else:
-            v.zero_()
         types = types[:fused(K, a, b, u, v, types, _drift_bound(X.dtype))]  # the updates kept
     elif buf is not None:
         # hot loop: preallocated outputs and precomputed views, 6 kernels per iteration
@@ -327,11 +324,11 @@ def _add_pot(pot: torch.Tensor | None, delta: torch.Tensor) -> torch.Tensor:
     return delta if pot is None else pot + delta
 
 
-def _run_block(X, log_a, log_b, F, G, block, floor, buf):
+def _run_block(X, log_a, log_b, F, G, block, floor, buf, fused=None):
     """Returns (F, G, buffer, number of the block's half-updates done)."""
     if block == ("col*",):
         return F, _exact_col_update(X, log_b, F, floor, buf), buf, 1
-    return _kernel_block(X, log_a, log_b, F, G, block, floor, buf)
+    return _kernel_block(X, log_a, log_b, F, G, block, floor, buf, fused)
 
 
 def _final_plan(X: torch.Tensor, log_a: torch.Tensor, log_b: torch.Tensor,
@@ -381,13 +378,14 @@ def _solve_potentials(X, log_a, log_b, seq, absorb_every, floor, zero_rows, zero
     """
     F, G = _initial_potentials(log_a, log_b, zero_rows, zero_cols)
     buf = torch.empty_like(X) if fast else None
-    if fast and absorb_every is None:  # automatic: drift-bounded blocks where checked
-        absorb_every = len(seq) if X.device.type == "cpu" and _fused_cpu_updates() else ABSORB_EVERY
-    blocks = _blocks(seq, absorb_every or ABSORB_EVERY)
+    fused = _fused_cpu_updates() if fast and X.device.type == "cpu" else None
+    if absorb_every is None:  # automatic: drift-bounded blocks where the drift is checked
+        absorb_every = max(len(seq), 1) if fused is not None else ABSORB_EVERY
+    blocks = _blocks(seq, absorb_every)
     while blocks:
         block = blocks.pop(0)
         if fast:
-            F, G, buf, done = _run_block(X, log_a, log_b, F, G, block, floor, buf)
+            F, G, buf, done = _run_block(X, log_a, log_b, F, G, block, floor, buf, fused)
             if done < len(block):  # stopped at the drift bound: the rest on a fresh kernel
                 blocks.insert(0, block[done:])
         elif use_checkpoint:
