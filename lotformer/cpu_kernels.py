@@ -63,6 +63,9 @@ def _segment(K, a, b, u_hist, v_hist, kinds, lo_u, hi_u, lo_v, hi_v, set_ref, up
     zero = K.dtype.type(0)
     for p in prange(P):
         ap, bp = a[p], b[p]
+        # a problem without mass on one side has a zero plan whatever the scalings do: its
+        # updates are kept unchecked, so it never forces kernel rebuilds on the whole batch
+        check = ap.sum() > zero and bp.sum() > zero
         cs = np.empty(m, dtype=K.dtype)
         r = 0  # row updates kept
         c = 0  # column updates kept
@@ -82,7 +85,7 @@ def _segment(K, a, b, u_hist, v_hist, kinds, lo_u, hi_u, lo_v, hi_v, set_ref, up
                     if fuse:
                         for j in range(m):
                             cs[j] += ui * K[p, i, j]
-                if not _check(u_new, lo_u[p], hi_u[p], first, up):
+                if check and not _check(u_new, lo_u[p], hi_u[p], first, up):
                     break
                 r += 1
                 t += 1
@@ -99,8 +102,7 @@ def _segment(K, a, b, u_hist, v_hist, kinds, lo_u, hi_u, lo_v, hi_v, set_ref, up
             v_new = v_hist[p, c + 1]
             for j in range(m):
                 v_new[j] = bp[j] / max(cs[j], tiny)
-            inside = _check(v_new, lo_v[p], hi_v[p], set_ref and t == 0, up)
-            if not inside:
+            if check and not _check(v_new, lo_v[p], hi_v[p], set_ref and t == 0, up):
                 break
             c += 1
             t += 1

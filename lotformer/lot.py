@@ -129,13 +129,22 @@ def _apply_plans(P1: torch.Tensor, P2t: torch.Tensor, col_scale: torch.Tensor,
 
 def _token_masses(mask, B, N, dt, device):
     """Token log-masses log_a (B or 1, 1, N) (uniform on real tokens, -inf on padding) and the
-    number of real tokens n_scale (B or 1, 1, 1)."""
+    number of real tokens n_scale (B or 1, 1, 1).
+
+    A fully padded example has no token measure, so it would pose an empty (infeasible) OT
+    problem whose implicit gradient is a singular system. It is solved explicitly instead as the
+    uniform problem over all N positions (its q, k and v are zeroed, so the problem is trivial and
+    well conditioned) with output scale n_scale = 0: its output and every gradient through it are
+    exactly zero, on every path and in every gradient mode, whatever the linear-algebra library.
+    """
     if mask is None:
         log_a = torch.full((1, 1, N), -math.log(N), dtype=dt, device=device)
         return log_a, torch.full((1, 1, 1), float(N), dtype=dt, device=device)
     n_valid = mask.sum(dim=-1).to(dt)  # (B,)
+    empty = (n_valid == 0)[:, None]  # (B, 1): fully padded examples
     log_a = torch.where(mask, -torch.log(n_valid.clamp_min(1.0))[:, None],
                         torch.full((B, N), float("-inf"), dtype=dt, device=device))
+    log_a = torch.where(empty, torch.full_like(log_a, -math.log(max(N, 1))), log_a)  # (B, N)
     return log_a[:, None, :], n_valid[:, None, None]
 
 

@@ -462,10 +462,17 @@ def _implicit_backward(P: torch.Tensor, dP, eliminate_rows: bool,
     # one pass over P for both P^T (hr / a) and the actual column sums b = P^T 1
     both = torch.bmm(torch.stack((hr * inv_a, pos.to(P.dtype)), dim=-2), P)  # (Bf, 2, m)
     rhs, b_act = hc - both[:, 0], both[:, 1]
-    b_mean = b_act.mean(dim=-1, keepdim=True).clamp_min(torch.finfo(P.dtype).tiny)  # (Bf, 1)
-    ridge = (1e-12 if P.dtype == torch.float64 else 1e-6) * b_mean
+    # An empty problem (a plan without mass: every row or every column has zero mass) has the
+    # zero matrix as its system. It is replaced explicitly by the identity with a zero right-hand
+    # side (beta = 0, and then alpha = 0, dX = 0) rather than left to what a LAPACK build makes
+    # of a singular solve.
+    empty = b_act.sum(dim=-1, keepdim=True) <= 0  # (Bf, 1)
+    b_mean = torch.where(empty, torch.ones_like(b_act[:, :1]), b_act.mean(dim=-1, keepdim=True))
+    ridge = (1e-12 if P.dtype == torch.float64 else 1e-6) * b_mean  # (Bf, 1)
     M.diagonal(dim1=-2, dim2=-1).add_(b_act + ridge)
     M.add_((b_mean / m).unsqueeze(-1))  # gauge: + c 1 1^T with c = mean(b) / m
+    M.masked_fill_(empty.unsqueeze(-1), 0.0).diagonal(dim1=-2, dim2=-1).add_(empty.to(P.dtype))
+    rhs = rhs.masked_fill(empty, 0.0)
     beta = torch.linalg.solve_ex(M, rhs.unsqueeze(-1), check_errors=False)[0].squeeze(-1)
     alpha = (hr - _matvec(P, beta.unsqueeze(-2)).squeeze(-1)) * inv_a  # (Bf, n)
     # dX = H - P * alpha - P * beta, in place in H's buffer

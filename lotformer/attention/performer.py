@@ -121,6 +121,9 @@ class PerformerAttention(AttentionBackend):
         key_sum = phi_k.sum(dim=-2)  # (B, H, m)
         numerator = torch.einsum("bhnm,bhme->bhne", phi_q, context)  # (B, H, N, Dv)
         denominator = torch.einsum("bhnm,bhm->bhn", phi_q, key_sum)  # (B, H, N)
+        # > 0 whenever a key is valid (features >= feature_eps); an example without valid keys
+        # has a zero numerator and gets zero output instead of 0 / 0
+        denominator = torch.where(denominator > 0, denominator, torch.ones_like(denominator))
         return numerator / denominator[..., None]  # (B, H, N, Dv)
 
     def extra_repr(self) -> str:
