@@ -351,6 +351,21 @@ class LOTAttention(AttentionBackend):
     buffer there (an unused Parameter would only trouble optimisers and DDP).
     """
 
+    title = "LOT"
+    published_names = ("LOTFormer",)
+
+    @classmethod
+    def check_options(cls, options, *, max_len):
+        rank = options.get("rank", 32)
+        if rank > max_len:
+            raise ValueError(
+                f"LOT rank attn.rank={rank} is larger than the sequence length task.max_len="
+                f"{max_len}; more pivots than tokens cannot help. Use attn.rank <= {max_len}.")
+
+    def bench_fields(self):
+        return {"rank": self.rank, "eps": self.eps, "n_iters": self.n_iters,
+                "grad_mode": self.grad_mode}
+
     def __init__(self, *, num_heads: int, head_dim: int, max_len: int | None = None,
                  rank: int = 32, eps: float = 0.1, n_iters: int = 25, learn_masses: bool = True,
                  pivot_init_std: float = 0.02, grad_mode: str = "implicit",

@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, RichProgres
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from lotformer.attention import UnknownAttentionError
+from lotformer.attention import UnknownAttentionError, attention_class
 from lra.errors import CheckpointError, ConfigError
 
 from lra.datamodule import LRADataModule
@@ -53,14 +53,11 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"task.batch_size={task.batch_size} cannot be split over {world} device(s): the batch "
             "size is global, so set it to a multiple of trainer.devices x trainer.num_nodes.")
-    if attn.name == "lot" and attn.rank > task.max_len:
-        raise ConfigError(
-            f"LOT rank attn.rank={attn.rank} is larger than the sequence length task.max_len="
-            f"{task.max_len}; more pivots than tokens cannot help. Use attn.rank <= {task.max_len}.")
-    if attn.name == "linformer" and attn.proj_dim > task.max_len:
-        raise ConfigError(
-            f"Linformer projects the sequence to attn.proj_dim={attn.proj_dim} rows, more than its "
-            f"task.max_len={task.max_len} positions; use attn.proj_dim <= {task.max_len}.")
+    options = {key: value for key, value in attn.items() if key != "name"}
+    try:
+        attention_class(attn.name).check_options(options, max_len=task.max_len)
+    except ValueError as err:  # the backend's own check, against this task
+        raise ConfigError(str(err)) from None
     if t.max_steps < 1:
         raise ConfigError(f"trainer.max_steps must be >= 1, got {t.max_steps}")
     if cfg.on_nonfinite not in ("stop", "skip"):

@@ -12,16 +12,35 @@ the head split/merge live once, in `MultiHeadAttention` (lotformer/attention/mul
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Any, Callable, ClassVar, Mapping
 
 import torch
 from torch import nn
 
 
 class AttentionBackend(nn.Module):
-    """Base class of all backends: stores the common sizes, defines the contract."""
+    """Base class of all backends: stores the common sizes, defines the contract.
 
-    backend_name: str = ""
+    A backend also owns what the rest of the suite knows about it, so that tables, benchmarks
+    and tests read it from the registry instead of keeping lists of their own:
+    ``title`` (display name in tables and plots), ``published_names`` (the names of its rows in
+    the published LRA tables), :meth:`check_options` (settings that cannot work for a task,
+    checked before any data is read) and :meth:`bench_fields` (extra columns a benchmark
+    records for it).
+    """
+
+    backend_name: ClassVar[str] = ""  # set by @register_attention
+    title: ClassVar[str] = ""  # display name, e.g. "Nyströmformer"
+    published_names: ClassVar[tuple[str, ...]] = ()  # e.g. ("Transformer", "Self-attention")
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], *, max_len: int) -> None:
+        """Raise ValueError (naming the option and the fix) when ``options`` cannot work for
+        sequences of ``max_len`` tokens. The default accepts everything."""
+
+    def bench_fields(self) -> dict[str, Any]:
+        """Extra fields a benchmark records for this module (e.g. LOT's rank and iterations)."""
+        return {}
 
     def __init__(self, *, num_heads: int, head_dim: int, max_len: int | None = None) -> None:
         super().__init__()

@@ -30,6 +30,9 @@ def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
 class LinearAttention(AttentionBackend):
     """Non-causal linear attention phi(q) (phi(k)^T v) / (phi(q) phi(k)^T 1 + eps)."""
 
+    title = "Linear"
+    published_names = ("Linear Transformer",)
+
     def __init__(self, *, num_heads: int, head_dim: int, max_len: int | None = None,
                  eps: float = 1e-6) -> None:
         super().__init__(num_heads=num_heads, head_dim=head_dim, max_len=max_len)

@@ -38,6 +38,17 @@ _INITS = ("normal", "identity")
 class LinformerAttention(AttentionBackend):
     """softmax(q (E k)^T / sqrt(D)) (F v) with learned (proj_dim, max_len) projections E, F."""
 
+    title = "Linformer"
+    published_names = ("Linformer",)
+
+    @classmethod
+    def check_options(cls, options, *, max_len):
+        proj_dim = options.get("proj_dim", 128)
+        if proj_dim > max_len:
+            raise ValueError(
+                f"Linformer projects the sequence to attn.proj_dim={proj_dim} rows, more than "
+                f"its task.max_len={max_len} positions; use attn.proj_dim <= {max_len}.")
+
     def __init__(self, *, num_heads: int, head_dim: int, max_len: int | None = None,
                  proj_dim: int = 128, init: str = "normal") -> None:
         super().__init__(num_heads=num_heads, head_dim=head_dim, max_len=max_len)

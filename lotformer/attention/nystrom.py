@@ -85,6 +85,9 @@ def _masked_softmax(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor
 class NystromAttention(AttentionBackend):
     """Nyströmformer attention F1 pinv(A) F3 v with segment-mean landmarks."""
 
+    title = "Nyströmformer"
+    published_names = ("Nyströmformer",)
+
     def __init__(self, *, num_heads: int, head_dim: int, max_len: int | None = None,
                  num_landmarks: int = 128, pinv_iters: int = 6, conv_kernel: int = 0) -> None:
         super().__init__(num_heads=num_heads, head_dim=head_dim, max_len=max_len)

@@ -66,6 +66,9 @@ def orthogonal_gaussian_features(num_features: int, dim: int, *, device=None,
 class PerformerAttention(AttentionBackend):
     """FAVOR+ linear attention estimating softmax attention with positive random features."""
 
+    title = "Performer"
+    published_names = ("Performer",)
+
     def __init__(self, *, num_heads: int, head_dim: int, max_len: int | None = None,
                  num_features: int = 128, redraw_interval: int = 0,
                  feature_eps: float = 1e-6) -> None:

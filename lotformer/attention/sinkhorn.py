@@ -82,6 +82,9 @@ def sinkhorn_attention_map(
 class SinkhornAttention(AttentionBackend):
     """Sinkformer attention: A v with A the Sinkhorn-balanced (doubly stochastic) score map."""
 
+    title = "Sinkformer"
+    published_names = ()
+
     def __init__(self, *, num_heads: int, head_dim: int, max_len: int | None = None,
                  n_iters: int = 3) -> None:
         super().__init__(num_heads=num_heads, head_dim=head_dim, max_len=max_len)

@@ -75,6 +75,9 @@ def gaussian_kernel_attention(
 class SkyformerAttention(AttentionBackend):
     """Nyström-approximated Gaussian-kernel attention with segment-mean key landmarks."""
 
+    title = "Skyformer"
+    published_names = ("Skyformer",)
+
     def __init__(self, *, num_heads: int, head_dim: int, max_len: int | None = None,
                  num_features: int = 128, normalize: bool = False, ridge: float = 1e-3,
                  eps: float = 1e-6) -> None:

@@ -15,6 +15,9 @@ from lotformer.attention.registry import register_attention
 class SoftmaxAttention(AttentionBackend):
     """softmax(q k^T / sqrt(D)) v through PyTorch SDPA."""
 
+    title = "Softmax"
+    published_names = ("Transformer", "Self-attention")
+
     def __init__(self, *, num_heads: int, head_dim: int, max_len: int | None = None,
                  dropout: float = 0.0) -> None:
         super().__init__(num_heads=num_heads, head_dim=head_dim, max_len=max_len)
