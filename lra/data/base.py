@@ -23,6 +23,11 @@ class MalformedDataError(UserError, ValueError):
     """A data file has a row that cannot be read; the message names file and line."""
 
 
+class CacheError(UserError):
+    """The cache of tokenized splits cannot be written or repaired (a full disk, a damaged
+    entry that cannot be removed); the message names the entry and what to do."""
+
+
 @dataclass
 class SplitArrays:
     """One split, tokenized and padded with 0.

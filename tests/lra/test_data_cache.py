@@ -1,8 +1,11 @@
-"""The on-disk cache: hits, invalidation, atomic writes, and two processes racing for one entry."""
+"""The on-disk cache: hits, invalidation, atomic writes, two processes racing for one entry,
+damaged entries rebuilt, a full disk, empty splits refused."""
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -13,6 +16,8 @@ import numpy as np
 import pytest
 
 from lra.data import listops, load_task
+from lra.data import cache
+from lra.data.base import CacheError, MalformedDataError, SplitArrays, TaskData
 from lra.data.cache import cached
 
 SAMPLE = "lra_release/listops-1000"
@@ -115,3 +120,140 @@ def test_two_processes_build_one_entry(listops_copy, tmp_path):
     entries = [p for p in cache_dir.iterdir() if p.is_dir()]
     assert len(entries) == 1 and (entries[0] / "meta.json").is_file()
     assert not [p for p in cache_dir.iterdir() if p.name.startswith(".")]
+
+
+# ----------------------------------------------------------------------------- integrity
+def _truncate(entry):
+    path = entry / "train.ids.npy"
+    path.write_bytes(path.read_bytes()[:1000])
+
+
+def _garbage(entry):  # same size, bytes rewritten in the middle of the ids
+    path = entry / "train.ids.npy"
+    raw = bytearray(path.read_bytes())
+    raw[4000:4512] = os.urandom(512)
+    path.write_bytes(bytes(raw))
+
+
+def _garbage_header(entry):
+    path = entry / "val.ids.npy"
+    path.write_bytes(b"\x00" * path.stat().st_size)
+
+
+def _change_labels(entry):  # still valid labels in 0..9, same file size: only the checksum tells
+    labels = np.load(entry / "train.labels.npy")
+    np.save(entry / "train.labels.npy", (labels + 1) % 10)
+
+
+def _truncate_meta(entry):
+    meta = entry / "meta.json"
+    meta.write_text(meta.read_text()[:40])
+
+
+def _unreadable_meta(entry):
+    (entry / "meta.json").write_bytes(b"\xff\xfe garbage")
+
+
+def _delete_ids(entry):
+    (entry / "test.ids.npy").unlink()
+
+
+def _delete_meta(entry):
+    (entry / "meta.json").unlink()
+
+
+@pytest.mark.parametrize("damage", [_truncate, _garbage, _garbage_header, _change_labels,
+                                    _truncate_meta, _unreadable_meta, _delete_ids, _delete_meta])
+def test_damaged_entry_is_rebuilt_with_a_warning(listops_copy, tmp_path, monkeypatch, caplog, damage):
+    calls = count_reads(monkeypatch)
+    cache_dir = tmp_path / "cache"
+    first = load_task("listops", data_dir=listops_copy, cache_dir=cache_dir, max_len=300)
+    first = {s: (np.array(a.ids), np.array(a.labels)) for s, a in first.splits.items()}
+    (entry,) = [p for p in cache_dir.iterdir() if p.is_dir()]
+    damage(entry)
+    with caplog.at_level(logging.WARNING, logger="lra.data.cache"):
+        again = load_task("listops", data_dir=listops_copy, cache_dir=cache_dir, max_len=300)
+    assert calls == [300, 300]  # read again, not trusted
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and str(entry) in warnings[0] and "rebuilding" in warnings[0]
+    for split, (ids, labels) in first.items():
+        np.testing.assert_array_equal(again.splits[split].ids, ids)
+        np.testing.assert_array_equal(again.splits[split].labels, labels)
+    assert not [p for p in cache_dir.iterdir() if p.name.startswith(".")]  # the damaged copy is gone
+    load_task("listops", data_dir=listops_copy, cache_dir=cache_dir, max_len=300)
+    assert calls == [300, 300]  # the rebuilt entry is a hit
+
+
+def test_large_files_are_checksummed_over_samples_labels_in_full(listops_copy, tmp_path, monkeypatch):
+    monkeypatch.setattr(cache, "FULL_CHECKSUM_BYTES", 4096)
+    monkeypatch.setattr(cache, "SAMPLE_BLOCKS", 4)
+    monkeypatch.setattr(cache, "SAMPLE_BLOCK_BYTES", 512)
+    cache_dir = tmp_path / "cache"
+    load_task("listops", data_dir=listops_copy, cache_dir=cache_dir, max_len=300)
+    (entry,) = [p for p in cache_dir.iterdir() if p.is_dir()]
+    arrays = json.loads((entry / "meta.json").read_text())["arrays"]
+    assert arrays["train.ids.npy"]["checksum_of"] == "4 blocks of 512 bytes"  # 36 KB > 4096
+    assert arrays["train.ids.npy"]["bytes"] == (entry / "train.ids.npy").stat().st_size
+    assert arrays["train.ids.npy"]["shape"] == [60, 300] and arrays["train.ids.npy"]["dtype"] == "int16"
+    assert arrays["train.labels.npy"]["checksum_of"] == "all"
+    calls = count_reads(monkeypatch)
+    _change_labels(entry)
+    load_task("listops", data_dir=listops_copy, cache_dir=cache_dir, max_len=300)
+    assert calls == [300]
+
+
+def _fill_disk_after(monkeypatch, exc: OSError) -> None:
+    """np.save writes part of the file, then the disk is full."""
+    def full_disk_save(path, array, allow_pickle=True):
+        with open(path, "wb") as handle:
+            handle.write(b"\x93NUMPY partial")
+        raise exc
+
+    monkeypatch.setattr(cache.np, "save", full_disk_save)
+
+
+@pytest.mark.parametrize("exc", [OSError(errno.ENOSPC, "No space left on device"),
+                                 OSError("8192 requested and 6080 written")])  # numpy's short write
+def test_full_disk_is_one_paragraph_and_leaves_nothing(listops_copy, tmp_path, monkeypatch, exc):
+    cache_dir = tmp_path / "cache"
+    _fill_disk_after(monkeypatch, exc)
+    with pytest.raises(CacheError) as err:
+        load_task("listops", data_dir=listops_copy, cache_dir=cache_dir, max_len=300)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("no space left on device while writing cache entry")
+    assert str(cache_dir / "listops-") in message and f"Free space under {cache_dir}" in message
+    assert "LRA_DATA_DIR" in message and "cache_dir" in message
+    assert [p.name for p in cache_dir.iterdir() if not p.name.endswith(".lock")] == []  # no half entry
+    monkeypatch.undo()
+    data = load_task("listops", data_dir=listops_copy, cache_dir=cache_dir, max_len=300)
+    assert data.sizes() == {"train": 60, "val": 20, "test": 20}
+
+
+def test_damaged_entry_that_cannot_be_removed_names_it(listops_copy, tmp_path, monkeypatch):
+    cache_dir = tmp_path / "cache"
+    load_task("listops", data_dir=listops_copy, cache_dir=cache_dir, max_len=300)
+    (entry,) = [p for p in cache_dir.iterdir() if p.is_dir()]
+    _truncate(entry)
+
+    def denied(src, dst):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(cache.os, "replace", denied)
+    with pytest.raises(CacheError) as err:
+        load_task("listops", data_dir=listops_copy, cache_dir=cache_dir, max_len=300)
+    message = str(err.value)
+    assert f"cache entry {entry} is damaged" in message and "train.ids.npy has 1000 bytes" in message
+    assert f"rm -r {entry}" in message and "\n" not in message
+
+
+def test_an_empty_split_is_never_cached(tmp_path):
+    full = SplitArrays(ids=np.ones((3, 4), np.int16), labels=np.zeros(3, np.int64))
+    empty = SplitArrays(ids=np.ones((0, 4), np.int16), labels=np.zeros(0, np.int64))
+    data = TaskData(splits={"train": full, "val": empty, "test": full}, source="sample",
+                    location="/data/somewhere", notes=["skipped 5 unreadable images"])
+    with pytest.raises(MalformedDataError) as err:
+        cached(tmp_path / "cache", "pathfinder", {"x": 1}, lambda: data)
+    message = str(err.value)
+    assert "split val is empty" in message and "/data/somewhere" in message
+    assert "nothing was cached" in message and "skipped 5 unreadable images" in message
+    assert [p.name for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".lock")] == []
