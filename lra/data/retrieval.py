@@ -3,7 +3,8 @@ packaged by the Long Range Arena (Tay et al. 2021).
 
 Files: `tsv_data/new_aan_pairs.{train,eval,test}.tsv` (eval is the validation split), found at
 any depth under the data dir. No header; 5 tab-separated columns `label, id1, id2, text1, text2`;
-the label is parsed as int(float(x)) (the release writes e.g. `1.0`). Fields are split on tabs
+the label must be exactly 0 or 1 as a float (the release writes e.g. `1.0`; the reference's
+int(float(x)) would train `1.7` as 1, which is an error here). Fields are split on tabs
 only, with no quote handling, as the reference pipeline does. Official sizes 147086/18090/17437.
 
 Each document is byte-encoded (id = UTF-8 byte + 1, 0 = padding) and truncated to `max_len`
@@ -61,6 +62,27 @@ def _lines(path: Path):
                 yield line_no, line
 
 
+def _label(field: bytes, path: Path, line_no: int) -> int:
+    """0 or 1 from a label field ("0", "1", "0.0", "1.0"); anything else names file and line.
+
+    The reference parses int(float(x)), which trains `1.7` as 1 and fails on `inf`; here only
+    values that are exactly 0 or 1 as floats are accepted.
+    """
+    try:
+        value = float(field)
+    except ValueError:
+        value = None
+    if value not in (0.0, 1.0):
+        shown = field[:20].decode("utf-8", errors="replace")
+        shown = shown.strip() if value is not None else repr(shown)  # a number as written
+        raise MalformedDataError(
+            f"{path}:{line_no}: label {shown} is not 0 or 1; the first column of an AAN row is the "
+            "label, written 0, 1, 0.0 or 1.0: correct or remove that line, or use an unmodified "
+            "copy of the LRA release (tsv_data/new_aan_pairs.*.tsv)."
+        )
+    return int(value)
+
+
 def read_tsv(path: str | Path, max_len: int) -> SplitArrays:
     """One AAN TSV -> ids (N, 2, max_len) int16 and labels (N,)."""
     path = Path(path)
@@ -74,10 +96,7 @@ def read_tsv(path: str | Path, max_len: int) -> SplitArrays:
         if len(fields) != 5:
             raise MalformedDataError(f"{path}:{line_no}: expected 5 tab-separated columns "
                                      f"(label, id1, id2, text1, text2), got {len(fields)}")
-        try:
-            labels[row] = int(float(fields[0]))
-        except ValueError:
-            raise MalformedDataError(f"{path}:{line_no}: label {fields[0][:20]!r} is not a number") from None
+        labels[row] = _label(fields[0], path, line_no)
         for doc, text in enumerate(fields[3:]):
             data = np.frombuffer(text[:max_len], dtype=np.uint8)
             ids[row, doc, : data.size] = data

@@ -77,3 +77,21 @@ def test_missing_files_message(tmp_path):
         retrieval.locate(tmp_path)
     assert "missing tsv_data/new_aan_pairs.eval.tsv" in str(err.value)
     assert "lra_release.gz" in str(err.value) and str(tmp_path.resolve()) in str(err.value)
+
+
+@pytest.mark.parametrize("label, shown", [("1.7", "label 1.7"), ("inf", "label inf"), ("nan", "label nan"),
+                                          ("-1", "label -1"), ("", "label ''"), ("one", "label 'one'")])
+def test_label_must_be_exactly_0_or_1(tmp_path, label, shown):
+    folder = write_aan(tmp_path, dict(ROWS, eval=[("0", "d1", "d2", "x", "y"), (label, "d3", "d4", "x", "y")]))
+    with pytest.raises(MalformedDataError) as err:
+        retrieval.read(retrieval.locate(tmp_path), max_len=8)
+    message = str(err.value)
+    assert message.startswith(f"{folder / 'new_aan_pairs.eval.tsv'}:2: {shown} is not 0 or 1")
+    assert "correct or remove that line" in message and "\n" not in message
+
+
+def test_labels_written_as_0_1_and_floats_are_accepted(tmp_path):
+    write_aan(tmp_path, dict(ROWS, test=[("0", "a", "b", "x", "y"), ("1", "a", "b", "x", "y"),
+                                         ("0.0", "a", "b", "x", "y"), ("1.0", "a", "b", "x", "y")]))
+    data = retrieval.read(retrieval.locate(tmp_path), max_len=8)
+    assert data.splits["test"].labels.tolist() == [0, 1, 0, 1]
