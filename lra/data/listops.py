@@ -150,6 +150,12 @@ def read_tsv(path: str | Path, max_len: int) -> SplitArrays:
             except (KeyError, ValueError) as err:
                 raise MalformedDataError(f"{path}:{line_no}: cannot parse row ({err!r}); "
                                          f"tokens must be {sorted(VOCAB)} and the target 0-9") from None
+            if not 0 <= labels[-1] < NUM_CLASSES:  # file line, 1-based with the header as line 1
+                raise MalformedDataError(
+                    f"{path}:{line_no}: label {labels[-1]} is outside 0..{NUM_CLASSES - 1}; a ListOps "
+                    "target is the value of its expression, a digit 0-9: correct or remove that line, "
+                    "or use an unmodified copy of the release (or a generated one)."
+                )
     if not rows:
         raise MalformedDataError(f"{path}: no examples after the header")
     return SplitArrays(ids=pad_rows(rows, max_len), labels=check_labels(np.array(labels), NUM_CLASSES, str(path)))

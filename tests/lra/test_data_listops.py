@@ -126,3 +126,20 @@ def test_non_text_bytes_name_file_and_line(tmp_path):
 
     with pytest.raises(MalformedDataError, match=r"basic_train.tsv:3: cannot parse row"):
         listops.read(listops.locate(tmp_path), max_len=50)
+
+
+@pytest.mark.parametrize("target", ["12", "-1", "10"])
+def test_label_out_of_range_names_the_file_line(tmp_path, target):
+    folder = tmp_path / "listops-1000"
+    folder.mkdir()
+    for split in ("train", "val", "test"):
+        (folder / f"basic_{split}.tsv").write_text("Source\tTarget\n( [MAX 1 2 ] )\t2\n")
+    # header = line 1, two good rows = lines 2-3, the bad target on file line 4 (data row 2, 0-based)
+    (folder / "basic_test.tsv").write_text(
+        f"Source\tTarget\n( [MAX 1 2 ] )\t2\n( [MIN 3 4 ] )\t3\n( [MAX 1 2 ] )\t{target}\n")
+    with pytest.raises(MalformedDataError) as err:
+        listops.read(listops.locate(tmp_path), max_len=50)
+    message = str(err.value)
+    assert message.startswith(f"{folder / 'basic_test.tsv'}:4: label {target} is outside 0..9")
+    assert "row" not in message.split(":4: ", 1)[1]  # not the 0-based data row
+    assert "correct or remove that line" in message and "\n" not in message
