@@ -13,7 +13,8 @@ Pathfinder-32 sequences have 1024 pixels, Path-X (`pathfinder128`) 16384.
 
 Splits: a seeded permutation of all listed images, 80% train / 10% val / 10% test.
 Images that are empty (all pixels 0, e.g. `pathfinder32/curv_baseline/imgs/0/sample_172.png`),
-missing or unreadable are dropped and counted in TaskData.notes.
+missing or unreadable are dropped and counted in TaskData.notes; a split left with no
+readable image is an error saying how many could be read (such a split is never cached).
 The cache is keyed by the metadata files (size, mtime); rewrite them if images change.
 
 Token ids: id = pixel + 1 (1..256; 0 is padding), row-major, so vocab_size >= 257.
@@ -228,6 +229,31 @@ def _compact(ids: np.ndarray, labels: np.ndarray, keep: np.ndarray):
     return ids[: len(index)], labels[index]
 
 
+def _check_readable(folder: Path, located: Located, total: int, keep: dict[str, np.ndarray],
+                    counts: dict[int, list[str]]) -> None:
+    """Raise (one paragraph: how many images could be read, which split is left empty, what to
+    restore) if a split has no readable image; such a split must never reach the cache."""
+    empty = [split for split, kept in keep.items() if not kept.any()]
+    if not empty:
+        return
+    readable = sum(int(kept.sum()) for kept in keep.values())
+    listed = f"{total} images listed in {folder}/metadata ({len(located.files)} file(s))"
+    if any(len(kept) == 0 for kept in keep.values()):  # too few listed for 80/10/10
+        raise MalformedDataError(
+            f"only {listed}: the 80/10/10 split leaves the {', '.join(empty)} split empty; list at "
+            "least 10 images (a complete release or a larger generated copy)."
+        )
+    bad = counts[UNREADABLE] + counts[EMPTY]
+    why = (f"{len(counts[UNREADABLE])} missing or unreadable, {len(counts[EMPTY])} all-zero"
+           + (f", e.g. {bad[0]}" if bad else ""))
+    scope = "" if readable == 0 else f", which leaves the {', '.join(empty)} split empty"
+    raise MalformedDataError(
+        f"{readable} of {listed} could be read ({why}){scope}; restore the images under "
+        f"{folder}/imgs (re-extract the release's pathfinder{int(located.settings['resolution'])} "
+        "folder, or regenerate a generated copy) and run again; nothing was cached."
+    )
+
+
 def read(located: Located, *, max_len: int | None = None) -> TaskData:
     """Decode all listed images into a seeded 80/10/10 split."""
     folder = Path(located.settings["folder"])
@@ -268,6 +294,7 @@ def read(located: Located, *, max_len: int | None = None) -> TaskData:
             ids[split][row, :width] += PIXEL_OFFSET
             labels[split][row] = entries[i][1]
             keep[split][row] = True
+    _check_readable(folder, located, total, keep, counts)
     splits = {}
     for split in names:
         split_ids, split_labels = _compact(ids[split], labels[split], keep[split])

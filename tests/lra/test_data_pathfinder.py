@@ -137,3 +137,38 @@ def test_pathx_reads_pathfinder128_and_generates_when_asked(tmp_path):
     assert (tmp_path / "generated" / "pathfinder128-hard_n10_seed3" / "pathfinder128").is_dir()
     labels = np.concatenate([s.labels for s in data.splits.values()])
     assert sorted(labels.tolist()) == [0] * 5 + [1] * 5
+
+
+def test_no_readable_images_is_one_paragraph_and_nothing_is_cached(samples_dir, copy_sample, tmp_path):
+    shutil.rmtree(copy_sample / "imgs")
+    cache_dir = tmp_path / "cache"
+    with pytest.raises(MalformedDataError) as err:
+        load_task("pathfinder", data_dir=tmp_path / "data", cache_dir=cache_dir, max_len=1024)
+    message = str(err.value)
+    assert message.startswith(f"0 of 60 images listed in {copy_sample.resolve()}/metadata (1 file(s)) "
+                              "could be read (60 missing or unreadable, 0 all-zero, e.g. ")
+    assert f"restore the images under {copy_sample.resolve()}/imgs" in message
+    assert "nothing was cached" in message and "\n" not in message
+    assert [p.name for p in cache_dir.iterdir() if not p.name.endswith(".lock")] == []
+    # Restoring the images is enough (metadata untouched, same cache key): no empty entry was stored.
+    shutil.copytree(samples_dir / SAMPLE / "imgs", copy_sample / "imgs")
+    data = load_task("pathfinder", data_dir=tmp_path / "data", cache_dir=cache_dir, max_len=1024)
+    assert data.sizes() == {"train": 48, "val": 6, "test": 6}
+
+
+def test_a_split_left_without_images_names_it(copy_sample, tmp_path):
+    for i in range(1, 60):  # 1 of 60 readable: two splits get none
+        (copy_sample / "imgs" / "0" / f"sample_{i}.png").unlink()
+    with pytest.raises(MalformedDataError) as err:
+        pathfinder.read(pathfinder.locate(tmp_path / "data"), max_len=1024)
+    message = str(err.value)
+    assert message.startswith("1 of 60 images listed in") and "59 missing or unreadable" in message
+    assert "split empty" in message and "restore the images under" in message
+
+
+def test_too_few_listed_images_for_the_split(copy_sample, tmp_path):
+    meta = copy_sample / "metadata" / "0.npy"
+    meta.write_text("\n".join(meta.read_text().splitlines()[:5]) + "\n")
+    with pytest.raises(MalformedDataError, match=r"only 5 images listed in .* leaves the val split empty; "
+                                                 r"list at least 10 images"):
+        pathfinder.read(pathfinder.locate(tmp_path / "data"), max_len=1024)
