@@ -19,6 +19,16 @@ draws it uniformly); it keeps projected keys and values at about the scale of th
 "identity" sets E = F = I and requires proj_dim == max_len, which makes the layer exactly
 softmax attention for unpadded inputs of length max_len (a check, and a starting point that
 begins as full attention).
+
+Harness compatibility (`compat`). "clean" (default) is the method above: separate learned E
+and F. "harness" replays the LRA harness (mlpen/Nystromformer LRA/code/attention_linformer.py,
+reused by the Skyformer harness): one (proj_dim, max_len) projection per head, shared by keys
+and values, drawn from N(0, 0.02^2). The harness creates it as `nn.Parameter(...)` and then
+moves it with `.to(device)`, which returns a plain tensor, so the projection was never
+registered with the optimiser: the published rows used a FIXED random projection. Here it is
+the buffer `harness_proj` (saved in the state dict, never trained). The harness also shares
+that one tensor across all layers of the model (a class attribute); here each layer draws
+its own.
 """
 
 from __future__ import annotations
@@ -32,6 +42,8 @@ from lotformer.attention.base import AttentionBackend, check_qkv, zero_padded
 from lotformer.attention.registry import register_attention
 
 _INITS = ("normal", "identity")
+_COMPATS = ("clean", "harness")
+HARNESS_INIT_STD = 0.02
 
 
 @register_attention("linformer")
@@ -50,7 +62,7 @@ class LinformerAttention(AttentionBackend):
                 f"its task.max_len={max_len} positions; use attn.proj_dim <= {max_len}.")
 
     def __init__(self, *, num_heads: int, head_dim: int, max_len: int | None = None,
-                 proj_dim: int = 128, init: str = "normal") -> None:
+                 proj_dim: int = 128, init: str = "normal", compat: str = "clean") -> None:
         super().__init__(num_heads=num_heads, head_dim=head_dim, max_len=max_len)
         if max_len is None:
             raise ValueError(
@@ -65,14 +77,26 @@ class LinformerAttention(AttentionBackend):
         if init == "identity" and proj_dim != max_len:
             raise ValueError(f"init='identity' needs proj_dim == max_len, got proj_dim={proj_dim} "
                              f"and max_len={max_len}; set proj_dim={max_len} or use init='normal'")
+        if compat not in _COMPATS:
+            raise ValueError(f"compat must be one of {', '.join(_COMPATS)}, got {compat!r}")
+        if compat == "harness" and init != "normal":
+            raise ValueError(f"compat='harness' draws its own fixed projection; init={init!r} "
+                             "applies only to compat='clean'")
         self.proj_dim = proj_dim
         self.init = init
+        self.compat = compat
+        if compat == "harness":
+            self.register_buffer(  # (H, k, L): one fixed projection per head, for K and V
+                "harness_proj", HARNESS_INIT_STD * torch.randn(num_heads, proj_dim, max_len))
+            return
         self.key_proj = nn.Parameter(torch.empty(proj_dim, max_len))  # E: (k, L)
         self.value_proj = nn.Parameter(torch.empty(proj_dim, max_len))  # F: (k, L)
         self.reset_parameters()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
+        if self.compat == "harness":
+            return
         for weight in (self.key_proj, self.value_proj):
             if self.init == "identity":
                 weight.copy_(torch.eye(self.proj_dim, self.max_len))
@@ -88,12 +112,17 @@ class LinformerAttention(AttentionBackend):
                 f"(its projections have {self.max_len} columns); rebuild it with max_len >= {N} "
                 "or truncate the inputs"
             )
-        e = self.key_proj[:, :N].to(k.dtype)  # (k, N)
-        f = self.value_proj[:, :N].to(v.dtype)  # (k, N)
-        k_proj = torch.einsum("pn,bhnd->bhpd", e, zero_padded(k, key_padding_mask))  # (B, H, k, D)
-        v_proj = torch.einsum("pn,bhnd->bhpd", f, zero_padded(v, key_padding_mask))  # (B, H, k, Dv)
+        if self.compat == "harness":
+            e = f = self.harness_proj[:, :, :N].to(k.dtype)  # (H, k, N)
+        else:
+            H = q.shape[1]
+            e = self.key_proj[:, :N].to(k.dtype).expand(H, -1, -1)  # (H, k, N), shared by heads
+            f = self.value_proj[:, :N].to(v.dtype).expand(H, -1, -1)  # (H, k, N)
+        k_proj = torch.einsum("hpn,bhnd->bhpd", e, zero_padded(k, key_padding_mask))  # (B, H, k, D)
+        v_proj = torch.einsum("hpn,bhnd->bhpd", f, zero_padded(v, key_padding_mask))  # (B, H, k, Dv)
         scores = q @ k_proj.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, H, N, k)
         return torch.softmax(scores, dim=-1) @ v_proj  # (B, H, N, Dv)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, proj_dim={self.proj_dim}, init={self.init!r}"
+        return (f"{super().extra_repr()}, proj_dim={self.proj_dim}, init={self.init!r}, "
+                f"compat={self.compat!r}")

@@ -20,10 +20,20 @@ landmark and the surplus landmarks are disabled (zero weight in F1 and F3, ident
 A). Padded keys are masked out of F3. When `num_landmarks >= N` the exact softmax is computed
 instead, so `num_landmarks = N` reproduces softmax attention.
 
-`conv_kernel` > 0 adds the depthwise convolution skip over the (padding-zeroed) values used
-in the paper's LRA runs (kernel 33 there), one filter per head. It is off by default, so the
-backend is a pure approximation of softmax attention and the landmarks = N identity is
-testable.
+`conv_kernel` > 0 adds the depthwise convolution skip over the (padding-zeroed) values, one
+filter per head. Kernel 33 is lucidrains' nystrom-attention default; the official Nyströmformer
+LRA config uses 35, and the Skyformer-harness table runs used no convolution. It is off by
+default, so the backend is a pure approximation of softmax attention and the landmarks = N
+identity is testable.
+
+Harness compatibility (`compat`). "clean" (default) is the method above. "harness" replays
+the LRA harness (mlpen/Nystromformer LRA/code, reused by the Skyformer harness): queries and
+keys are zeroed at padded positions and the landmarks are means of N / m consecutive
+positions, padded ones included (so zeros are averaged into the last segments; segments are
+`floor(t m / N)` over all positions, which is the harness's reshape when m divides N); F1 and
+A are not masked, F3 masks padded keys; and the pseudo-inverse starts from
+Z = A^T / (max column sum over the whole batch and all heads) instead of one scale per
+batch element and head. The landmarks >= N exact path is the same in both modes.
 
 The whole computation runs in float32 (float64 for float64 inputs) with autocast disabled,
 because the pseudo-inverse iteration diverges in half precision; the output is cast back.
@@ -63,12 +73,19 @@ def segment_means(
     return means, counts > 0
 
 
-def iterative_pinv(a: torch.Tensor, n_iters: int) -> torch.Tensor:
-    """Approximate Moore-Penrose inverse of square matrices a: (..., m, m) (Nyströmformer)."""
+def iterative_pinv(a: torch.Tensor, n_iters: int, *, global_init: bool = False) -> torch.Tensor:
+    """Approximate Moore-Penrose inverse of square matrices a: (..., m, m) (Nyströmformer).
+
+    Starts from Z = A^T / (max column sum * max row sum) per matrix, or with `global_init`
+    (the LRA harness) from Z = A^T / (max column sum over all matrices of the batch).
+    """
     eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)  # (m, m)
-    max_col_sum = a.abs().sum(dim=-2).amax(dim=-1)[..., None, None]  # (..., 1, 1)
-    max_row_sum = a.abs().sum(dim=-1).amax(dim=-1)[..., None, None]  # (..., 1, 1)
-    z = a.transpose(-1, -2) / (max_col_sum * max_row_sum)  # (..., m, m)
+    if global_init:
+        z = a.transpose(-1, -2) / a.sum(dim=-2).amax()  # (..., m, m)
+    else:
+        max_col_sum = a.abs().sum(dim=-2).amax(dim=-1)[..., None, None]  # (..., 1, 1)
+        max_row_sum = a.abs().sum(dim=-1).amax(dim=-1)[..., None, None]  # (..., 1, 1)
+        z = a.transpose(-1, -2) / (max_col_sum * max_row_sum)  # (..., m, m)
     for _ in range(n_iters):
         az = a @ z  # (..., m, m)
         z = 0.25 * z @ (13 * eye - az @ (15 * eye - az @ (7 * eye - az)))
@@ -81,6 +98,9 @@ def _masked_softmax(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor
     return torch.softmax(scores, dim=-1)
 
 
+_COMPATS = ("clean", "harness")
+
+
 @register_attention("nystrom")
 class NystromAttention(AttentionBackend):
     """Nyströmformer attention F1 pinv(A) F3 v with segment-mean landmarks."""
@@ -89,7 +109,8 @@ class NystromAttention(AttentionBackend):
     published_names = ("Nyströmformer",)
 
     def __init__(self, *, num_heads: int, head_dim: int, max_len: int | None = None,
-                 num_landmarks: int = 128, pinv_iters: int = 6, conv_kernel: int = 0) -> None:
+                 num_landmarks: int = 128, pinv_iters: int = 6, conv_kernel: int = 0,
+                 compat: str = "clean") -> None:
         super().__init__(num_heads=num_heads, head_dim=head_dim, max_len=max_len)
         if num_landmarks < 1:
             raise ValueError(f"num_landmarks must be >= 1, got {num_landmarks}")
@@ -97,6 +118,9 @@ class NystromAttention(AttentionBackend):
             raise ValueError(f"pinv_iters must be >= 1, got {pinv_iters}")
         if conv_kernel < 0 or (conv_kernel and conv_kernel % 2 == 0):
             raise ValueError(f"conv_kernel must be 0 (off) or an odd size, got {conv_kernel}")
+        if compat not in _COMPATS:
+            raise ValueError(f"compat must be one of {', '.join(_COMPATS)}, got {compat!r}")
+        self.compat = compat
         self.num_landmarks = num_landmarks
         self.pinv_iters = pinv_iters
         self.conv_kernel = conv_kernel
@@ -110,6 +134,8 @@ class NystromAttention(AttentionBackend):
         v = zero_padded(v, key_padding_mask)  # (B, H, N, Dv)
         if self.num_landmarks >= q.shape[-2]:
             out = self._exact(q, k, v, key_padding_mask)
+        elif self.compat == "harness":
+            out = self._harness(q, k, v, key_padding_mask)
         else:
             out = self._nystrom(q, k, v, key_padding_mask)
         if self.conv is not None:
@@ -145,6 +171,23 @@ class NystromAttention(AttentionBackend):
         a_pinv = iterative_pinv(a, self.pinv_iters)  # (B, H, m, m)
         return (f1 @ a_pinv) @ (f3 @ v)  # (B, H, N, Dv)
 
+    def _harness(self, q, k, v, key_padding_mask):
+        """The LRA harness's Nyström path: padded tokens averaged into the landmarks."""
+        scale = q.shape[-1] ** -0.25
+        q = zero_padded(q, key_padding_mask) * scale  # (B, H, N, D)
+        k = zero_padded(k, key_padding_mask) * scale  # (B, H, N, D)
+        q_land, _ = segment_means(q, None, self.num_landmarks)  # (B, H, m, D)
+        k_land, _ = segment_means(k, None, self.num_landmarks)  # (B, H, m, D)
+        f1 = torch.softmax(q @ k_land.transpose(-1, -2), dim=-1)  # (B, H, N, m)
+        a = torch.softmax(q_land @ k_land.transpose(-1, -2), dim=-1)  # (B, H, m, m)
+        f3 = q_land @ k.transpose(-1, -2)  # (B, H, m, N)
+        if key_padding_mask is not None:
+            f3 = f3.masked_fill(~key_padding_mask[:, None, None, :], torch.finfo(f3.dtype).min)
+        f3 = torch.softmax(f3, dim=-1)
+        a_pinv = iterative_pinv(a, self.pinv_iters, global_init=True)  # (B, H, m, m)
+        return (f1 @ a_pinv) @ (f3 @ v)  # (B, H, N, Dv)
+
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, num_landmarks={self.num_landmarks}, "
-                f"pinv_iters={self.pinv_iters}, conv_kernel={self.conv_kernel}")
+                f"pinv_iters={self.pinv_iters}, conv_kernel={self.conv_kernel}, "
+                f"compat={self.compat!r}")

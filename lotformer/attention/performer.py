@@ -27,6 +27,15 @@ maximum over valid keys and features. Both shifts cancel exactly in the ratio (t
 constant per query row and per head respectively) and are excluded from autograd. A small
 `feature_eps` (1e-6, the reference's numerical stabiliser) is added to every feature so the
 denominator cannot vanish; padded keys' features are then zeroed.
+
+Harness compatibility (`compat`). "clean" (default) is the estimator above. "harness" replays
+the Skyformer/LOTFormer LRA harness (pkuzengqi/Skyformer src/models/attention_performer.py),
+whose published Performer rows came from a different quantity: it divides q and k by D^(1/4)
+before calling the FAVOR+ kernel, which divides by D^(1/4) again, so it estimates
+softmax(q k^T / D) instead of softmax(q k^T / sqrt(D)). It also zeroes padded keys instead
+of removing them, so their features (exp(-max) + eps, not 0) still enter the denominator;
+adds eps = 1e-4 inside the feature (phi = (exp(...) + 1e-4) / sqrt(m)); and shifts all key
+features by one maximum over the whole (B, H, N, m) tensor, padded keys included.
 """
 
 from __future__ import annotations
@@ -62,6 +71,10 @@ def orthogonal_gaussian_features(num_features: int, dim: int, *, device=None,
     return (directions * lengths[:, None]).to(dtype)  # (m, dim)
 
 
+_COMPATS = ("clean", "harness")
+HARNESS_FEATURE_EPS = 1e-4  # the harness's softmax_kernel eps, added before the 1/sqrt(m)
+
+
 @register_attention("performer")
 class PerformerAttention(AttentionBackend):
     """FAVOR+ linear attention estimating softmax attention with positive random features."""
@@ -71,12 +84,15 @@ class PerformerAttention(AttentionBackend):
 
     def __init__(self, *, num_heads: int, head_dim: int, max_len: int | None = None,
                  num_features: int = 128, redraw_interval: int = 0,
-                 feature_eps: float = 1e-6) -> None:
+                 feature_eps: float = 1e-6, compat: str = "clean") -> None:
         super().__init__(num_heads=num_heads, head_dim=head_dim, max_len=max_len)
         if num_features < 1:
             raise ValueError(f"num_features must be >= 1, got {num_features}")
         if redraw_interval < 0:
             raise ValueError(f"redraw_interval must be >= 0 (0 = never redraw), got {redraw_interval}")
+        if compat not in _COMPATS:
+            raise ValueError(f"compat must be one of {', '.join(_COMPATS)}, got {compat!r}")
+        self.compat = compat
         self.num_features = num_features
         self.redraw_interval = redraw_interval
         self.feature_eps = feature_eps
@@ -105,6 +121,8 @@ class PerformerAttention(AttentionBackend):
                 self.redraw_features()
             self._calls_since_draw += 1
 
+        if self.compat == "harness":
+            return self._harness(q, k, v, key_padding_mask)
         scale = q.shape[-1] ** -0.25
         x_q, x_k = q * scale, k * scale  # (B, H, N, D)
         w = self.projection.to(q.dtype)  # (m, D)
@@ -129,6 +147,24 @@ class PerformerAttention(AttentionBackend):
         denominator = torch.where(denominator > 0, denominator, torch.ones_like(denominator))
         return numerator / denominator[..., None]  # (B, H, N, Dv)
 
+    def _harness(self, q, k, v, key_padding_mask):
+        """The LRA harness's computation: softmax(q k^T / D) estimate, padded keys in the sums."""
+        scale = q.shape[-1] ** -0.5  # D^(-1/4) in the wrapper, D^(-1/4) again in the kernel
+        x_q, x_k = q * scale, zero_padded(k, key_padding_mask) * scale  # (B, H, N, D)
+        w = self.projection.to(q.dtype)  # (m, D)
+        proj_q, proj_k = x_q @ w.T, x_k @ w.T  # (B, H, N, m)
+        q_stab = proj_q.detach().amax(dim=-1, keepdim=True)  # (B, H, N, 1)
+        k_stab = proj_k.detach().amax()  # one maximum over the whole tensor
+        ratio = self.num_features ** -0.5
+        phi_q = ratio * (torch.exp(proj_q - 0.5 * (x_q * x_q).sum(-1, keepdim=True) - q_stab)
+                         + HARNESS_FEATURE_EPS)  # (B, H, N, m)
+        phi_k = ratio * (torch.exp(proj_k - 0.5 * (x_k * x_k).sum(-1, keepdim=True) - k_stab)
+                         + HARNESS_FEATURE_EPS)  # (B, H, N, m), padded keys not zeroed
+        v = zero_padded(v, key_padding_mask)  # (B, H, N, Dv)
+        context = torch.einsum("bhnm,bhne->bhme", phi_k, v)  # (B, H, m, Dv)
+        denominator = torch.einsum("bhnm,bhm->bhn", phi_q, phi_k.sum(dim=-2))  # (B, H, N)
+        return torch.einsum("bhnm,bhme->bhne", phi_q, context) / denominator[..., None]
+
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, num_features={self.num_features}, "
-                f"redraw_interval={self.redraw_interval}")
+                f"redraw_interval={self.redraw_interval}, compat={self.compat!r}")

@@ -12,8 +12,12 @@ Iteration convention: the loop starts with a row normalisation (which alone is s
 each of the `n_iters` iterations is a column update followed by a row update. Ending on the
 row update keeps A exactly row-stochastic at any iteration count (every output is a convex
 combination of values, as with softmax), and the column sums converge to 1 as `n_iters`
-grows. `n_iters = 0` is softmax attention; Sinkformers' count of alternating normalisations
-(where 1 = softmax) corresponds to 2 * n_iters + 1.
+grows. `n_iters = 0` is softmax attention.
+
+Counting convention versus the paper: Sinkformers count alternating normalisations (1 =
+softmax), which is 2 * n_iters + 1 here. The default `n_iters = 3` is therefore 7
+normalisations; the Sinkformer paper's experiments use 3 normalisations, which is
+`n_iters = 1` here.
 
 Cost: O(n^2) time and memory per head (the map is dense), like softmax. The Sinkhorn loop
 always runs in float32 (float64 if the inputs are float64) with autocast disabled; the output
@@ -83,6 +87,7 @@ class SinkhornAttention(AttentionBackend):
     """Sinkformer attention: A v with A the Sinkhorn-balanced (doubly stochastic) score map."""
 
     title = "Sinkformer"
+    # The LRA paper's "Sinkhorn Transformer" (Tay et al., sparse sorting) is another method.
     published_names = ()
 
     def __init__(self, *, num_heads: int, head_dim: int, max_len: int | None = None,

@@ -32,16 +32,29 @@ concatenated queries and keys, and the regulariser is a small ridge instead of a
 and symmetrically rescaling the landmark kernel matrix. With normalize=True the approximate
 denominator is floored at `eps` (a Nyström estimate of a positive sum can be non-positive).
 
+Harness compatibility (`compat`). "clean" (default) is the method above: deterministic
+segment-mean key landmarks and ridge 1e-3. "harness" replays the LRA harness
+(pkuzengqi/Skyformer src/models/attention_skyformer.py, normalize=False): q, k zeroed at padded
+positions and scaled by D^(-1/4) (the harness hard-codes 32^(-1/4), its head_dim);
+`num_features` landmark rows sampled uniformly WITH replacement from the real rows of
+[q; k] (the first half from the first n_valid queries, the second half from the first
+n_valid keys, one uniform draw shared by the batch and heads, redrawn from the global torch
+RNG on every call, eval included); W = kappa(S, S) + 0.1 I symmetrically rescaled as
+D^(-1/2) W D^(-1/2) with D its row sums, inverted with the 6-step Nyströmformer iteration
+started from the batch-global maximum column sum; out = kappa(Q, S) D^(-1/2) pinv(.)
+D^(-1/2) kappa(S, K) v. The sampling assumes prefix padding, as the harness does.
+
 Runs in float32 (float64 for float64 inputs) with autocast disabled, since the linear solve
 has no half-precision kernel; the output is cast back to the input dtype.
 """
 
 from __future__ import annotations
 
+
 import torch
 
 from lotformer.attention.base import AttentionBackend, computes_in_float32, zero_padded
-from lotformer.attention.nystrom import segment_means
+from lotformer.attention.nystrom import iterative_pinv, segment_means
 from lotformer.attention.registry import register_attention
 
 
@@ -71,6 +84,19 @@ def gaussian_kernel_attention(
     return out
 
 
+_COMPATS = ("clean", "harness")
+HARNESS_RIDGE = 0.1
+HARNESS_PINV_ITERS = 6
+
+
+def harness_landmark_rows(num_features: int, n_valid: torch.Tensor, N: int) -> torch.Tensor:
+    """Row indices into [q; k] (length 2N) the harness samples: (B, m), from the global RNG."""
+    u = torch.rand(num_features, device=n_valid.device)  # (m,), shared by the batch
+    rows = (n_valid[:, None].to(u.dtype) * u[None, :]).long()  # (B, m), in [0, n_valid)
+    rows[:, num_features // 2:] += N  # second half: key rows
+    return rows
+
+
 @register_attention("skyformer")
 class SkyformerAttention(AttentionBackend):
     """Nyström-approximated Gaussian-kernel attention with segment-mean key landmarks."""
@@ -80,12 +106,18 @@ class SkyformerAttention(AttentionBackend):
 
     def __init__(self, *, num_heads: int, head_dim: int, max_len: int | None = None,
                  num_features: int = 128, normalize: bool = False, ridge: float = 1e-3,
-                 eps: float = 1e-6) -> None:
+                 eps: float = 1e-6, compat: str = "clean") -> None:
         super().__init__(num_heads=num_heads, head_dim=head_dim, max_len=max_len)
         if num_features < 1:
             raise ValueError(f"num_features (landmarks) must be >= 1, got {num_features}")
         if ridge < 0 or eps <= 0:
             raise ValueError(f"ridge must be >= 0 and eps > 0, got ridge={ridge}, eps={eps}")
+        if compat not in _COMPATS:
+            raise ValueError(f"compat must be one of {', '.join(_COMPATS)}, got {compat!r}")
+        if compat == "harness" and normalize:
+            raise ValueError("compat='harness' replays the harness's unnormalised kernel "
+                             "attention; it needs normalize=False")
+        self.compat = compat
         self.num_features = num_features
         self.normalize = normalize
         self.ridge = ridge
@@ -93,6 +125,8 @@ class SkyformerAttention(AttentionBackend):
 
     @computes_in_float32
     def forward(self, q, k, v, key_padding_mask=None):
+        if self.compat == "harness":
+            return self._harness(q, k, v, key_padding_mask)
         if self.num_features >= q.shape[-2]:
             return gaussian_kernel_attention(q, k, v, key_padding_mask, normalize=self.normalize)
         return self._nystrom(q, k, v, key_padding_mask)
@@ -127,6 +161,28 @@ class SkyformerAttention(AttentionBackend):
             out = out[..., :-1] / out[..., -1:].clamp_min(self.eps)
         return out
 
+    def _harness(self, q, k, v, key_padding_mask):
+        """The LRA harness's sampled-landmark Nyström path (see the module docstring)."""
+        B, H, N, D = q.shape
+        valid = (torch.ones(B, N, dtype=torch.bool, device=q.device)
+                 if key_padding_mask is None else key_padding_mask)  # (B, N)
+        scale = D ** -0.25
+        x = torch.cat([zero_padded(q, valid), zero_padded(k, valid)], dim=2) * scale  # (B, H, 2N, D)
+        rows = harness_landmark_rows(self.num_features, valid.sum(-1), N)  # (B, m)
+        landmarks = x[torch.arange(B, device=q.device)[:, None], :, rows]  # (B, m, H, D)
+        landmarks = landmarks.transpose(1, 2)  # (B, H, m, D)
+        query_land = gaussian_kernel(x[:, :, :N], landmarks)  # (B, H, N, m)
+        key_land = gaussian_kernel(x[:, :, N:], landmarks)  # (B, H, N, m)
+        eye = torch.eye(self.num_features, dtype=q.dtype, device=q.device)  # (m, m)
+        land_land = gaussian_kernel(landmarks, landmarks) + HARNESS_RIDGE * eye  # (B, H, m, m)
+        d_inv_sqrt = land_land.sum(-1).rsqrt()  # (B, H, m)
+        land_land = d_inv_sqrt[..., :, None] * land_land * d_inv_sqrt[..., None, :]
+        inverse = iterative_pinv(land_land, HARNESS_PINV_ITERS, global_init=True)  # (B, H, m, m)
+        key_side = (key_land * d_inv_sqrt[..., None, :]) @ inverse  # (B, H, N, m)
+        key_side = zero_padded(key_side * d_inv_sqrt[..., None, :], valid)  # (B, H, N, m)
+        context = key_side.transpose(-1, -2) @ zero_padded(v, valid)  # (B, H, m, Dv)
+        return query_land @ context  # (B, H, N, Dv)
+
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, num_features={self.num_features}, "
-                f"normalize={self.normalize}, ridge={self.ridge}")
+                f"normalize={self.normalize}, ridge={self.ridge}, compat={self.compat!r}")

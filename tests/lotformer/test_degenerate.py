@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from lotformer import build_attention, lot_attention, lot_attention_matrix
+from lotformer import lot_attention, lot_attention_matrix
 from lotformer.attention import available_attentions
 from lotformer.sinkhorn import GRAD_MODES, sinkhorn_plan
 from tests.lotformer.test_attention_contract import build_small
