@@ -24,7 +24,7 @@ from lra.errors import CheckpointError, ConfigError
 from lra.datamodule import LRADataModule
 from lra.module import LRAModule
 from lra.results import device_info, git_info, now_iso, versions, write_record
-from lra.throughput import ThroughputMeter, peak_memory
+from lra.throughput import ThroughputMeter, peak_memory, reset_peak_memory
 
 log = logging.getLogger(__name__)
 
@@ -244,8 +244,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         check_checkpoint(resume_from)
         log.info("resuming from %s", resume_from)
     started = time.perf_counter()
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()  # a run's peak, not an earlier run's in this process
+    reset_peak_memory()  # a run's peak, not an earlier run's in this process
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = build_datamodule(cfg)

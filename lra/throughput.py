@@ -48,10 +48,47 @@ class ThroughputMeter(L.Callback):
         }
 
 
+_CLEAR_REFS = "/proc/self/clear_refs"
+_STATUS = "/proc/self/status"
+
+
+def reset_peak_memory() -> None:
+    """Start a run's peak-memory window: the CUDA allocator's peak and, on Linux, the process's
+    resident high-water mark (VmHWM, reset by writing 5 to /proc/self/clear_refs).
+
+    A process that runs several jobs (a joblib sweep worker, a notebook) then reports each run's
+    own peak, not the largest of all the runs it has hosted.
+    """
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        with open(_CLEAR_REFS, "w") as handle:
+            handle.write("5")
+    except OSError:  # not Linux, or not allowed: peak_memory falls back to ru_maxrss
+        pass
+
+
+def _resident_high_water_mark() -> int | None:
+    """VmHWM of this process in bytes (Linux), or None."""
+    try:
+        with open(_STATUS) as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def peak_memory(device: torch.device) -> dict:
-    """Peak allocated GPU memory, or the process's peak resident memory on CPU."""
+    """Peak allocated GPU memory, or the process's peak resident memory on CPU since the last
+    :func:`reset_peak_memory` (``cpu_peak_rss``; ``cpu_max_rss``, the peak over the process's
+    whole life, where the high-water mark cannot be read)."""
     if device.type == "cuda":
         return {"peak_bytes": torch.cuda.max_memory_allocated(device), "kind": "cuda_max_allocated"}
+    hwm = _resident_high_water_mark()
+    if hwm is not None:
+        return {"peak_bytes": hwm, "kind": "cpu_peak_rss"}
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
     return {"peak_bytes": rss * scale, "kind": "cpu_max_rss"}

@@ -42,7 +42,7 @@ def test_record_contents(tmp_path):
     record = read_record(run(cfg, tmp_path / "run")["record_path"])
     assert record["seed"] == 3 and record["tag"] == "t" and record["status"] == "completed"
     assert record["throughput"]["train_tokens_per_s"] > record["throughput"]["train_samples_per_s"]
-    assert record["memory"]["peak_bytes"] > 0 and record["memory"]["kind"] == "cpu_max_rss"
+    assert record["memory"]["peak_bytes"] > 0 and record["memory"]["kind"] == "cpu_peak_rss"
     assert record["device"]["type"] == "cpu"
     assert record["versions"]["torch"] and record["config"]["task"]["name"] == "listops"
     assert len(record["git"]["commit"] or "x" * 40) == 40
@@ -68,6 +68,19 @@ def test_multirun_writes_one_record_per_job(tmp_path):
     records = sorted((tmp_path / "outputs" / "multirun").rglob("results.json"))
     assert len(records) == 2
     assert sorted(json.loads(p.read_text())["attention"] for p in records) == ["lot", "softmax"]
+
+
+def test_joblib_launcher_runs_jobs_in_parallel_with_their_own_records(tmp_path):
+    overrides = [o for o in tiny_run_overrides(tmp_path) if not o.startswith("attn=")]
+    result = _train(["-m", "attn=linear,softmax", "hydra/launcher=joblib",
+                     "hydra.launcher.n_jobs=2", *overrides], tmp_path)
+    assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr
+    records = [json.loads(p.read_text())
+               for p in (tmp_path / "outputs" / "multirun").rglob("results.json")]
+    assert sorted(r["attention"] for r in records) == ["linear", "softmax"]
+    assert all(r["status"] == "completed" for r in records)
+    # each job's own peak (the worker's high-water mark is reset at the start of a run)
+    assert all(r["memory"]["kind"] == "cpu_peak_rss" for r in records)
 
 
 def test_main_command_prints_summary(tmp_path):
