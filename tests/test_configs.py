@@ -65,11 +65,14 @@ def test_listops_paper_training_settings():
 def test_quick_preset_overrides_task_and_schedule():
     cfg = compose_train(["experiment=quick"])
     assert cfg.attn.name == "lot" and cfg.attn.rank == 4  # LOT with its ListOps settings
-    assert cfg.task.name == "listops" and cfg.trainer.max_steps == cfg.task.max_steps <= 500
+    assert cfg.task.name == "listops" and cfg.trainer.max_steps == cfg.task.max_steps <= 3000
     assert cfg.sched.warmup_steps == cfg.task.warmup_steps < cfg.task.max_steps
     # A backend named on the command line still wins over the preset's, so presets sweep.
     assert compose_train(["experiment=quick", "attn=softmax"]).attn.name == "softmax"
-    assert sum(cfg.task.data.generate[s] for s in ("train", "val", "test")) <= 5000
+    assert sum(cfg.task.data.generate[s] for s in ("train", "val", "test")) <= 10000
+    # a labelled smaller ListOps: short, shallow trees that fit task.max_len
+    assert cfg.task.data.generate.max_length <= cfg.task.max_len < 2000
+    assert cfg.task.data.generate.max_depth < 10
 
 
 def test_unknown_group_options_list_valid_names():

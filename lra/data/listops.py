@@ -170,8 +170,11 @@ def find_release(data_dir: str | Path) -> dict[str, Path] | None:
 def locate(data_dir: str | Path, *, generate: dict | None = None) -> Located:
     """The official files if present under data_dir, else (with `generate`) generated ones.
 
-    `generate`: {train, val, test, seed}; the generated copy lives in
-    `data_dir/generated/listops_<sizes>_seed<seed>/` and later runs reuse it.
+    `generate`: {train, val, test, seed} and optionally the tree options of
+    :func:`generate_examples` (min_length, max_length, max_depth, max_args; the LRA values are
+    the defaults, smaller ones make a shorter, easier ListOps, e.g. for the demo). The generated
+    copy lives in `data_dir/generated/listops_<sizes>_seed<seed>[_<options>]/` and later runs
+    reuse it.
     """
     files = find_release(data_dir)
     if files is not None:
@@ -186,15 +189,37 @@ def locate(data_dir: str | Path, *, generate: dict | None = None) -> Located:
         )
     sizes = {split: int(generate[split]) for split in SPLITS}
     seed = int(generate.get("seed", 0))
-    out = Path(data_dir) / "generated" / f"listops_{sizes['train']}-{sizes['val']}-{sizes['test']}_seed{seed}"
+    tree_options = _tree_options(generate)
+    name = f"listops_{sizes['train']}-{sizes['val']}-{sizes['test']}_seed{seed}"
+    name += "".join(f"_{key}{value}" for key, value in sorted(tree_options.items()))
+    out = Path(data_dir) / "generated" / name
     files = {split: out / rel for split, rel in RELEASE_FILES.items()}
     if not all(path.is_file() for path in files.values()):
         out.mkdir(parents=True, exist_ok=True)
         with FileLock(str(out) + ".lock"):
             if not all(path.is_file() for path in files.values()):
-                write_release(out, sizes, seed)
+                write_release(out, sizes, seed, **tree_options)
     return Located(files=files, source="generated",
                    notes=[f"ListOps generated with the LRA algorithm (seed {seed}) in {out}"])
+
+
+TREE_OPTIONS = {"min_length": 500, "max_length": 2000, "max_depth": 10, "max_args": 10}
+
+
+def _tree_options(generate: dict) -> dict[str, int]:
+    """The generator's tree options given in `generate` that differ from the LRA values."""
+    options = {}
+    for key, default in TREE_OPTIONS.items():
+        value = generate.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"task.data.generate.{key} must be an int >= 1, got {value!r}")
+        if value != default:
+            options[key] = value
+    low, high = options.get("min_length", 500), options.get("max_length", 2000)
+    if high - low < 2:
+        raise ValueError(f"task.data.generate: no tree length lies strictly between min_length="
+                         f"{low} and max_length={high}; use max_length >= min_length + 2")
+    return options
 
 
 def read(located: Located, *, max_len: int) -> TaskData:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 
 import numpy as np
@@ -143,3 +144,19 @@ def test_label_out_of_range_names_the_file_line(tmp_path, target):
     assert message.startswith(f"{folder / 'basic_test.tsv'}:4: label {target} is outside 0..9")
     assert "row" not in message.split(":4: ", 1)[1]  # not the 0-based data row
     assert "correct or remove that line" in message and "\n" not in message
+
+
+def test_generator_tree_options_make_a_smaller_listops_in_its_own_folder(tmp_path):
+    options = {"min_length": 10, "max_length": 60, "max_depth": 3, "max_args": 4}
+    small = listops.locate(tmp_path, generate={"train": 40, "val": 5, "test": 5, "seed": 0,
+                                               **options})
+    lra_default = listops.locate(tmp_path, generate={"train": 4, "val": 2, "test": 2, "seed": 0})
+    assert small.files["train"].parent != lra_default.files["train"].parent
+    data = listops.read(small, max_len=64)
+    lengths = (data.splits["train"].ids != 0).sum(axis=1)
+    assert lengths.min() > 0 and lengths.max() < 60 and data.source == "generated"
+    marker = json.loads((small.files["train"].parent / listops.GENERATED_MARKER).read_text())
+    assert marker["max_depth"] == 3 and marker["max_length"] == 60
+    with pytest.raises(ValueError, match="max_length"):
+        listops.locate(tmp_path, generate={"train": 4, "val": 2, "test": 2, "min_length": 10,
+                                           "max_length": 11})
