@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 from filelock import FileLock
 
-from lra.data.base import SplitArrays, TaskData
+from lra.data.base import MalformedDataError, SplitArrays, TaskData
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +34,21 @@ def cache_key(settings: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _load_array(path: Path) -> np.ndarray:
+    """Memory-map one cached array; an array of pickled objects is refused, never unpickled."""
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as err:
+        raise MalformedDataError(
+            f"{path}: not a cache array this project wrote ({err}); the cache only holds plain "
+            f"integer arrays. Delete {path.parent} and the entry is rebuilt from the data.") from None
+
+
 def _read_entry(folder: Path) -> TaskData:
     meta = json.loads((folder / "meta.json").read_text())
     splits = {
-        name: SplitArrays(
-            ids=np.load(folder / f"{name}.ids.npy", mmap_mode="r"),
-            labels=np.load(folder / f"{name}.labels.npy", mmap_mode="r"),
-        )
+        name: SplitArrays(ids=_load_array(folder / f"{name}.ids.npy"),
+                          labels=_load_array(folder / f"{name}.labels.npy"))
         for name in meta["splits"]
     }
     return TaskData(splits=splits, source=meta["source"], location=meta["location"],
