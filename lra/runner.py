@@ -294,7 +294,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint else ""
     val_acc = float(checkpoint.best_model_score) if checkpoint and checkpoint.best_model_score is not None else None
-    if best_path:  # a resumed run's best checkpoint is named by the checkpoint it resumed from
+    if best_path:  # after a resume, this path comes from the resumed checkpoint: check it as well
         load_checkpoint(Path(best_path), trust=trust, purpose="cannot test the best checkpoint")
     test_metrics = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False,
                                 weights_only=not trust)

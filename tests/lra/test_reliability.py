@@ -211,6 +211,7 @@ def test_bf16_run_stays_finite(tmp_path):
     (["trainer.devices=8", "task.batch_size=4"], "task.batch_size=4 cannot be split over 8 device"),
     (["attn=lot", "attn.eps=-1"], "attention backend 'lot'"),
     (["attn=performer", "+attn.num_featurs=3"], "unknown option(s) num_featurs"),
+    (["trust_checkpoint=maybe"], "trust_checkpoint must be true or false, got 'maybe'"),
 ])
 def test_conflicting_settings_fail_clearly(tmp_path, extra, message):
     with pytest.raises(ConfigError, match=__import__("re").escape(message)):
