@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import signal
 import threading
 import time
@@ -62,6 +63,8 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.max_steps must be >= 1, got {t.max_steps}")
     if cfg.on_nonfinite not in ("stop", "skip"):
         raise ConfigError(f"on_nonfinite must be 'stop' or 'skip', got {cfg.on_nonfinite!r}")
+    if not isinstance(cfg.trust_checkpoint, bool):
+        raise ConfigError(f"trust_checkpoint must be true or false, got {cfg.trust_checkpoint!r}")
 
 
 def resolve_resume(resume: str | None, run_dir: Path) -> tuple[Path | None, Path]:
@@ -88,15 +91,42 @@ def resolve_resume(resume: str | None, run_dir: Path) -> tuple[Path | None, Path
     raise CheckpointError(f"resume={resume}: no such run directory or checkpoint file.")
 
 
-def check_checkpoint(path: Path) -> None:
-    """Fail with a clear message if a checkpoint cannot be read back."""
+def _unsafe_globals(path: Path) -> list[str]:
+    """Globals beyond torch's weights-only set that a torch.save file names (read, not run)."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        missing = {"state_dict", "loops", "optimizer_states"} - set(checkpoint)
+        return torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # noqa: BLE001 - not a torch.save zip file: nothing to name
+        return []
+
+
+def load_checkpoint(path: Path, *, trust: bool, purpose: str) -> dict:
+    """Read a checkpoint on the CPU, allowing only tensors and plain Python values unless `trust`.
+
+    purpose: how the error messages begin, e.g. "cannot resume".
+    trust: load any object with weights_only=False, which runs whatever code the file holds.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
+        unsafe = [] if trust else _unsafe_globals(path)
+        if unsafe:
+            raise CheckpointError(
+                f"{purpose}: refused to load checkpoint {path}, because it holds {', '.join(unsafe)}: "
+                "objects beyond the tensors and plain Python values this project's checkpoints "
+                "contain, and loading them could run code from the file. Use a checkpoint written "
+                "by this project, or, only if you trust whoever made this one, set "
+                "trust_checkpoint=true to load it anyway (that runs any code it holds).") from None
+        reason = "not a file written by torch.save" if isinstance(err, pickle.UnpicklingError) \
+            else f"{type(err).__name__}: {err}"
         raise CheckpointError(
-            f"cannot resume: checkpoint {path} is unreadable or corrupt ({type(err).__name__}: "
-            f"{err}). Delete it and resume from an earlier checkpoint, or start a fresh run.") from None
+            f"{purpose}: checkpoint {path} is unreadable or corrupt ({reason}). Delete it and "
+            "resume from an earlier checkpoint, or start a fresh run.") from None
+
+
+def check_checkpoint(path: Path, *, trust: bool = False) -> None:
+    """Fail with a clear message if a checkpoint to resume from cannot be read back safely."""
+    missing = {"state_dict", "loops", "optimizer_states"} - set(
+        load_checkpoint(path, trust=trust, purpose="cannot resume"))
     if missing:
         raise CheckpointError(f"cannot resume: {path} is not a training checkpoint (it lacks "
                               f"{', '.join(sorted(missing))}); pass the run's checkpoints/last.ckpt.")
@@ -240,8 +270,9 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Train, evaluate the best-validation checkpoint on test, write and return the record."""
     check_config(cfg)
     resume_from, run_dir = resolve_resume(cfg.get("resume"), Path(run_dir))
+    trust = cfg.trust_checkpoint
     if resume_from is not None:
-        check_checkpoint(resume_from)
+        check_checkpoint(resume_from, trust=trust)
         log.info("resuming from %s", resume_from)
     started = time.perf_counter()
     reset_peak_memory()  # a run's peak, not an earlier run's in this process
@@ -255,11 +286,14 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     meter = ThroughputMeter()
     trainer = build_trainer(cfg, run_dir, meter)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=not trust)
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint else ""
     val_acc = float(checkpoint.best_model_score) if checkpoint and checkpoint.best_model_score is not None else None
-    test_metrics = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
+    if best_path:  # after a resume, this path comes from the resumed checkpoint: check it as well
+        load_checkpoint(Path(best_path), trust=trust, purpose="cannot test the best checkpoint")
+    test_metrics = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False,
+                                weights_only=not trust)
     test = test_metrics[0] if test_metrics else {}
 
     record = {

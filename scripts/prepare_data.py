@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import sys
 from pathlib import Path
 
@@ -77,9 +76,10 @@ def _split_sizes(task: str, located) -> dict[str, int | str]:
         for split in ("train", "test"):
             raw[split] = sum(len(list(files[f"{split}_{label}"].glob("*.txt"))) for label in ("neg", "pos"))
     elif reader == "pickle":
+        from lra.data.image import read_batch
+
         def batch_size(path: Path) -> int:
-            with open(path, "rb") as handle:
-                return len(pickle.load(handle, encoding="bytes")[b"labels"])
+            return len(read_batch(path)[b"labels"])
 
         raw = {"train": sum(batch_size(files[f"data_batch_{i}"]) for i in range(1, 6)),
                "test": batch_size(files["test_batch"])}

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lra.data import sources
+from lra.data import safe_pickle, sources
 from lra.data.base import Located, MalformedDataError, SplitArrays, TaskData, check_labels
 
 NUM_CLASSES = 10
@@ -42,6 +42,7 @@ OFFICIAL_SIZES = {"train": 45000, "val": 5000, "test": 10000}
 RAW_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 HF_REPO = "uoft-cs/cifar10"
 TFDS_NAME = "cifar10"
+PYTHON_RELEASE = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 
 GRAY_WEIGHTS = np.array([0.2989, 0.5870, 0.1140], dtype=np.float32)
 
@@ -79,8 +80,7 @@ def locate(data_dir: str | Path, *, source: str = "auto", search_caches: bool = 
         Path(data_dir), task="CIFAR-10 (task image)", source=source, search_caches=search_caches,
         raw_folder="cifar-10-batches-py", raw_required=RAW_FILES, raw_reader="pickle",
         hf_repo=HF_REPO, tfds_name=TFDS_NAME, tfds_config=None, how_to_get=(
-            "Provide one of: (1) the python version "
-            "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz extracted into the data dir "
+            f"Provide one of: (1) the python version {PYTHON_RELEASE} extracted into the data dir "
             "(`tar xzf cifar-10-python.tar.gz -C $LRA_DATA_DIR`); (2) the Hugging Face parquet files of "
             "uoft-cs/cifar10 (`huggingface-cli download uoft-cs/cifar10 --repo-type dataset "
             "--local-dir $LRA_DATA_DIR/cifar10`); (3) a TFDS copy prepared as ArrayRecord "
@@ -89,14 +89,27 @@ def locate(data_dir: str | Path, *, source: str = "auto", search_caches: bool = 
 
 
 # ----------------------------------------------------------------------------- read
-def _read_pickle(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """One CIFAR-10 python batch -> RGB uint8 (N, 32, 32, 3), labels (N,)."""
+def read_batch(path: Path) -> dict:
+    """The dict pickled in one CIFAR-10 python batch file, keys as bytes (b"data", b"labels")."""
     try:
-        with open(path, "rb") as handle:
-            batch = pickle.load(handle, encoding="bytes")
+        batch = safe_pickle.load(path, clean_copy=PYTHON_RELEASE, encoding="bytes")
+    except (pickle.UnpicklingError, EOFError, TypeError, ValueError) as err:
+        raise MalformedDataError(f"{path}: not a CIFAR-10 python batch ({err!r})") from None
+    if not isinstance(batch, dict):
+        raise MalformedDataError(f"{path}: not a CIFAR-10 python batch (a {type(batch).__name__}, not a dict)")
+    return batch
+
+
+def _read_pickle(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch -> RGB uint8 (N, 32, 32, 3), labels (N,).
+
+    Read with the restricted unpickler: a batch that names anything but numpy arrays is refused.
+    """
+    batch = read_batch(path)
+    try:
         data = np.asarray(batch[b"data"], dtype=np.uint8)
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    except (pickle.UnpicklingError, KeyError, EOFError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError) as err:
         raise MalformedDataError(f"{path}: not a CIFAR-10 python batch ({err!r})") from None
     if data.ndim != 2 or data.shape[1] != 3 * SEQ_LEN or len(data) != len(labels):
         raise MalformedDataError(f"{path}: data has shape {data.shape} for {len(labels)} labels; "

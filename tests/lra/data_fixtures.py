@@ -87,3 +87,19 @@ def hermetic_env(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     os.makedirs(tmp_path / "home", exist_ok=True)
+
+
+class RunsCommand:
+    """Unpickling this object runs `command` in a shell: the payload of a crafted pickle."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def write_crafted_cifar_batch(path: Path, marker: Path) -> None:
+    """A CIFAR batch whose unpickling by plain `pickle.load` would create `marker`."""
+    with open(path, "wb") as handle:
+        pickle.dump({b"data": RunsCommand(f"touch {marker}"), b"labels": [0]}, handle)

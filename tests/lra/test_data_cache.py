@@ -19,6 +19,7 @@ from lra.data import listops, load_task
 from lra.data import cache
 from lra.data.base import CacheError, MalformedDataError, SplitArrays, TaskData
 from lra.data.cache import cached
+from tests.lra.data_fixtures import RunsCommand
 
 SAMPLE = "lra_release/listops-1000"
 
@@ -54,6 +55,18 @@ def test_second_load_is_a_cache_hit_with_memory_mapped_arrays(listops_copy, tmp_
     assert (second.source, second.location) == (first.source, first.location)
     load_task("listops", data_dir=listops_copy, cache_dir=tmp_path / "cache", max_len=200)
     assert calls == [300, 200]  # another max_len is another entry
+
+
+def test_an_object_array_in_the_cache_is_refused_and_not_run(listops_copy, tmp_path):
+    load_task("listops", data_dir=listops_copy, cache_dir=tmp_path / "cache", max_len=300)
+    (labels,) = (tmp_path / "cache").glob("listops-*/train.labels.npy")
+    marker = tmp_path / "marker"
+    np.save(labels, np.array([RunsCommand(f"touch {marker}")], dtype=object), allow_pickle=True)
+    # never unpickled: the entry fails its check (and np.load has allow_pickle=False) and is
+    # rebuilt from the source files
+    data = load_task("listops", data_dir=listops_copy, cache_dir=tmp_path / "cache", max_len=300)
+    assert not marker.exists()
+    assert data.splits["train"].labels.dtype == np.int64
 
 
 def test_changed_input_invalidates_the_entry(listops_copy, tmp_path, monkeypatch):

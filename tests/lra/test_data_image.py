@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from lra.data import image, load_task
 from lra.data.base import DataNotFoundError, MalformedDataError
-from tests.lra.data_fixtures import hermetic_env, png_bytes, write_cifar_pickles, write_parquet, write_tfds
+from lra.data.safe_pickle import UnsafePickleError
+from tests.lra.data_fixtures import (hermetic_env, png_bytes, write_cifar_pickles, write_crafted_cifar_batch,
+                                    write_parquet, write_tfds)
 
 
 @pytest.fixture(autouse=True)
@@ -118,3 +122,16 @@ def test_label_out_of_range_and_missing_data(tmp_path):
         image.locate(tmp_path / "nothing")
     for hint in ("cifar-10-python.tar.gz", "uoft-cs/cifar10", "tfds.builder('cifar10'"):
         assert hint in str(err.value)
+
+
+def test_crafted_pickle_is_refused_and_not_run(tmp_path):
+    write_cifar_pickles(tmp_path / "cifar-10-batches-py", np.random.default_rng(6), per_batch=2, test_size=2)
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    marker = tmp_path / "marker"
+    write_crafted_cifar_batch(batch, marker)
+    with pytest.raises(UnsafePickleError) as err:
+        load_task("image", data_dir=tmp_path, cache_dir=tmp_path / "cache", max_len=1024)
+    assert not marker.exists()
+    message = str(err.value)
+    assert message.startswith(f"{batch}: refused to unpickle")
+    assert f"{os.system.__module__}.system" in message and image.PYTHON_RELEASE in message

@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +27,7 @@ from lra.module import LRAModule
 from lra.runner import run
 from tests.conftest import REPO_ROOT
 from tests.helpers import compose_train, tiny_run_overrides
+from tests.lra.data_fixtures import RunsCommand
 
 
 def _overrides(tmp_path: Path, *extra: str) -> list[str]:
@@ -36,7 +39,7 @@ def _overrides(tmp_path: Path, *extra: str) -> list[str]:
 
 
 def _state(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
 def _assert_same_weights(a: Path, b: Path) -> None:
@@ -72,7 +75,7 @@ def _run_until_checkpoint(cmd: list[str], checkpoint: Path, sig: int) -> int:
             time.sleep(0.02)
         proc.send_signal(sig)
         proc.wait(timeout=120)
-    return torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"]
+    return torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +108,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, reference_run, sig, eve
     _assert_same_weights(Path(reference["best_checkpoint"]), Path(resumed["best_checkpoint"]))
     assert Path(reference["best_checkpoint"]).name == Path(resumed["best_checkpoint"]).name
     final = _state(last)  # the resumed run's last checkpoint is at step 12, as the reference's
-    assert torch.load(last, weights_only=False)["global_step"] == 12
+    assert torch.load(last, weights_only=True)["global_step"] == 12
     assert all(torch.equal(final[k], v) for k, v in _state(reference_dir / "checkpoints" / "last.ckpt").items())
 
 
@@ -130,7 +133,7 @@ def test_sigterm_saves_a_checkpoint_at_the_step_it_stopped(tmp_path):
         assert not (run_dir / "checkpoints" / "last.ckpt").exists()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 128 + signal.SIGTERM
-    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert 3 <= checkpoint["global_step"] < 100000
 
 
@@ -162,7 +165,8 @@ def test_two_process_cpu_ddp(tmp_path):
     # The test accuracy is reduced over both processes: it equals a single-process evaluation
     # of the same checkpoint on the whole test split.
     cfg = compose_train(_overrides(tmp_path))
-    model = LRAModule.load_from_checkpoint(record["best_checkpoint"], map_location="cpu").eval()
+    model = LRAModule.load_from_checkpoint(record["best_checkpoint"], map_location="cpu",
+                                          weights_only=True).eval()
     from lra.runner import build_datamodule
 
     data = build_datamodule(cfg).load().splits["test"]
@@ -185,7 +189,7 @@ def test_nonfinite_loss_stops_with_step_examples_and_checkpoint(tmp_path, monkey
         run(compose_train(_overrides(tmp_path)), tmp_path / "run")
     saved = tmp_path / "run" / "checkpoints" / "nonfinite-step2.ckpt"
     assert str(saved) in str(err.value)
-    state = torch.load(saved, map_location="cpu", weights_only=False)
+    state = torch.load(saved, map_location="cpu", weights_only=True)
     assert state["global_step"] == 2
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
 
@@ -207,6 +211,7 @@ def test_bf16_run_stays_finite(tmp_path):
     (["trainer.devices=8", "task.batch_size=4"], "task.batch_size=4 cannot be split over 8 device"),
     (["attn=lot", "attn.eps=-1"], "attention backend 'lot'"),
     (["attn=performer", "+attn.num_featurs=3"], "unknown option(s) num_featurs"),
+    (["trust_checkpoint=maybe"], "trust_checkpoint must be true or false, got 'maybe'"),
 ])
 def test_conflicting_settings_fail_clearly(tmp_path, extra, message):
     with pytest.raises(ConfigError, match=__import__("re").escape(message)):
@@ -259,3 +264,89 @@ def test_cli_prints_one_paragraph_without_traceback(tmp_path, args, message):
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ----------------------------------------------------------------------------- untrusted checkpoints
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A complete 2-step run (its last.ckpt is at max_steps) that tests copy and tamper with."""
+    tmp_path = tmp_path_factory.mktemp("finished")
+    run(compose_train(_finished_overrides(tmp_path)), tmp_path / "run")
+    return tmp_path
+
+
+def _finished_overrides(tmp_path: Path, *extra: str) -> list[str]:
+    return tiny_run_overrides(tmp_path) + ["callbacks.checkpoint.every_n_steps=1", *extra]
+
+
+def _copy_run(finished_run: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """(run dir, its last.ckpt) of a fresh copy of `finished_run`, data included."""
+    shutil.copytree(finished_run, tmp_path, dirs_exist_ok=True)
+    return tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.ckpt"
+
+
+def _resume(tmp_path: Path, run_dir: Path, *extra: str) -> dict:
+    return run(compose_train(_finished_overrides(tmp_path, f"resume={run_dir}", *extra)), tmp_path / "new")
+
+
+def _assert_refused_naming(err: pytest.ExceptionInfo, path: Path, purpose: str) -> None:
+    message = str(err.value)
+    assert message.startswith(f"{purpose}: refused to load checkpoint {path}, because it holds ")
+    assert f"{os.system.__module__}.system" in message and "trust_checkpoint=true" in message
+    assert "\n" not in message
+
+
+def test_crafted_checkpoint_on_resume_is_refused_and_not_run(finished_run, tmp_path):
+    run_dir, last = _copy_run(finished_run, tmp_path)
+    marker = tmp_path / "marker"
+    checkpoint = torch.load(last, weights_only=True)
+    checkpoint["optimizer_states"] = [RunsCommand(f"touch {marker}")]
+    torch.save(checkpoint, last)
+    with pytest.raises(CheckpointError) as err:
+        _resume(tmp_path, run_dir)
+    _assert_refused_naming(err, last, "cannot resume")
+    assert not marker.exists()
+
+
+def test_crafted_best_checkpoint_is_refused_before_testing(finished_run, tmp_path):
+    """A clean last.ckpt can name any file as the best checkpoint that the run tests at its end."""
+    run_dir, last = _copy_run(finished_run, tmp_path)
+    marker = tmp_path / "marker"
+    crafted = run_dir / "checkpoints" / "best-step=9.ckpt"
+    torch.save({"state_dict": {}, "payload": RunsCommand(f"touch {marker}")}, crafted)
+    checkpoint = torch.load(last, weights_only=True)
+    (key,) = [k for k in checkpoint["callbacks"] if k.startswith("ModelCheckpoint")]
+    checkpoint["callbacks"][key].update(best_model_path=str(crafted), best_model_score=torch.tensor(1.0),
+                                        best_k_models={str(crafted): torch.tensor(1.0)})
+    torch.save(checkpoint, last)  # still tensors and plain values: resuming from it is allowed
+    with pytest.raises(CheckpointError) as err:
+        _resume(tmp_path, run_dir)
+    _assert_refused_naming(err, crafted, "cannot test the best checkpoint")
+    assert not marker.exists()
+
+
+class Note:
+    """A custom object for a checkpoint; restoring it from a pickle creates the file `marker`."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        Path(self.marker).touch()
+
+
+def test_trust_checkpoint_loads_a_checkpoint_with_a_custom_object(finished_run, tmp_path):
+    run_dir, last = _copy_run(finished_run, tmp_path)
+    marker = tmp_path / "marker"
+    checkpoint = torch.load(last, weights_only=True)
+    checkpoint["note"] = Note(marker)
+    torch.save(checkpoint, last)
+    with pytest.raises(CheckpointError, match=f"because it holds {__name__}.Note: ") as err:
+        _resume(tmp_path, run_dir)
+    assert "set trust_checkpoint=true to load it anyway" in str(err.value)
+    assert not marker.exists()
+    record = _resume(tmp_path, run_dir, "trust_checkpoint=true")
+    assert record["status"] == "completed" and record["resumed_from"] == str(last)
+    assert record["steps"] == 2
+    assert marker.exists()  # the object was restored, its code run: the risk the flag accepts

@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from tests.lra.data_fixtures import write_crafted_cifar_batch, write_cifar_pickles
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "prepare_data.py"
@@ -86,3 +89,20 @@ def test_missing_data_is_one_paragraph_exit_2(tmp_path):
                      tmp_path=tmp_path)
     assert bad_option.returncode == 2 and "colour" in bad_option.stderr
     assert "Traceback" not in bad_option.stderr
+
+
+def test_status_refuses_a_crafted_cifar_pickle_without_running_it(tmp_path):
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    write_cifar_pickles(folder, np.random.default_rng(0), per_batch=2, test_size=2)
+    clean = run("status", "--data-dir", str(tmp_path / "data"), "--json", tmp_path=tmp_path)
+    assert clean.returncode == 0, clean.stderr
+    (image,) = [row for row in json.loads(clean.stdout[clean.stdout.index("[\n"):]) if row["task"] == "image"]
+    assert image["sizes"] == {"train": 9, "val": 1, "test": 2}
+    marker = tmp_path / "marker"
+    write_crafted_cifar_batch(folder / "test_batch", marker)
+    result = run("status", "--data-dir", str(tmp_path / "data"), tmp_path=tmp_path)
+    assert not marker.exists()
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {folder / 'test_batch'}: refused to unpickle")
+    assert f"{os.system.__module__}.system" in result.stderr and "cifar-10-python.tar.gz" in result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
