@@ -111,7 +111,8 @@ def starved_key_share(attn, key_padding_mask=None) -> torch.Tensor:  # (B, H)
     """Share of valid keys with column mass below STARVED_MASS (a tenth of uniform)."""
     valid = _valid(attn, key_padding_mask)
     starved = (column_masses(attn, key_padding_mask) < STARVED_MASS) & valid[:, None, :]
-    return starved.sum(dim=-1).to(attn.dtype) / valid.sum(dim=-1).clamp_min(1).to(attn.dtype)[:, None]
+    n = valid.sum(dim=-1).clamp_min(1).to(attn.dtype)[:, None]  # (B, 1)
+    return starved.sum(dim=-1).to(attn.dtype) / n
 
 
 def effective_rank(attn, key_padding_mask=None) -> torch.Tensor:  # (B, H)

@@ -16,6 +16,7 @@ from tests.lotformer.test_attention_contract import build_small, lengths_mask, m
 
 F64 = torch.float64
 
+
 def variant(name, **options):
     """pytest parameter (name, options), id'd by both."""
     label = ",".join(f"{key}={value}" for key, value in options.items())
@@ -48,8 +49,8 @@ def test_map_times_values_equals_forward(name, options, N):
     for mask in (None, lengths_mask([N, N - 5], N)):
         attn_map = attn.attention_matrix(q, k, mask)
         assert attn_map.shape == (B, H, N, N) and attn_map.dtype == F64
-        torch.testing.assert_close(valid_rows(attn_map @ v, mask), valid_rows(attn(q, k, v, mask), mask),
-                                   rtol=1e-9, atol=1e-11)
+        torch.testing.assert_close(valid_rows(attn_map @ v, mask),
+                                   valid_rows(attn(q, k, v, mask), mask), rtol=1e-9, atol=1e-11)
         if mask is not None:  # padded query rows are zero
             assert not attn_map[~mask[:, None, :, None].expand_as(attn_map)].any()
 
@@ -62,8 +63,8 @@ def test_map_in_float32_and_bfloat16(name):
     mask = lengths_mask([16, 10], N)
     attn_map = attn.attention_matrix(q, k, mask)
     assert attn_map.dtype == torch.float32
-    torch.testing.assert_close(valid_rows(attn_map @ v, mask), valid_rows(attn(q, k, v, mask), mask),
-                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(valid_rows(attn_map @ v, mask),
+                               valid_rows(attn(q, k, v, mask), mask), rtol=1e-4, atol=1e-5)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.isfinite(attn.attention_matrix(q, k, mask)).all()
 
