@@ -48,7 +48,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from lotformer.attention.base import AttentionBackend, check_qkv
+from lotformer.attention.base import AttentionBackend, check_qkv, dense_map
 from lotformer.attention.registry import register_attention
 from lotformer.sinkhorn import (
     GRAD_MODES,
@@ -396,6 +396,7 @@ class LOTAttention(AttentionBackend):
                              n_iters=self.n_iters, key_padding_mask=key_padding_mask,
                              grad_mode=self.grad_mode, compat=self.compat)
 
+    @dense_map(float32=True)
     def attention_matrix(self, q: torch.Tensor, k: torch.Tensor,
                          key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The dense (B, H, N, N) map this module applies (small N only)."""

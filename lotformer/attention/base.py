@@ -7,6 +7,16 @@ A backend receives projected heads and returns the mixed values:
 `key_padding_mask` is (B, N) bool with True = real token. Outputs at valid positions must
 not depend on anything at padded positions; padded keys receive no weight. Projections and
 the head split/merge live once, in `MultiHeadAttention` (lotformer/attention/multihead.py).
+
+Optional dense view, for diagnostics on small N (N <= DENSE_MAP_MAX_LEN):
+
+    attention_matrix(q, k, key_padding_mask=None) -> A      # (B, H, N, N)
+
+the map the backend applies in eval mode, so that `A @ v == forward(q, k, v, mask)` at valid
+query rows. Rows at padded query positions are zero. Columns at padded keys are zero, except
+in modes whose output does depend on padded values (LOT's compat="reference"). A backend whose
+output is not A v for a fixed A (a mode that redraws random state on every call) raises
+NotImplementedError.
 """
 
 from __future__ import annotations
@@ -16,6 +26,8 @@ from typing import Any, Callable, ClassVar, Mapping
 
 import torch
 from torch import nn
+
+DENSE_MAP_MAX_LEN = 4096  # largest N for which `attention_matrix` forms the (N, N) map
 
 
 class AttentionBackend(nn.Module):
@@ -58,6 +70,18 @@ class AttentionBackend(nn.Module):
         key_padding_mask: torch.Tensor | None = None,  # (B, N) bool, True = token
     ) -> torch.Tensor:  # (B, H, N, D)
         raise NotImplementedError
+
+    def attention_matrix(
+        self,
+        q: torch.Tensor,  # (B, H, N, D)
+        k: torch.Tensor,  # (B, H, N, D)
+        key_padding_mask: torch.Tensor | None = None,  # (B, N) bool, True = token
+    ) -> torch.Tensor:  # (B, H, N, N)
+        """The dense map A this backend applies (see the module docstring); N must be at most
+        DENSE_MAP_MAX_LEN. Backends implement it under the :func:`dense_map` decorator."""
+        raise NotImplementedError(
+            f"attention backend {self.backend_name or type(self).__name__!r} does not provide "
+            "a dense attention map (attention_matrix)")
 
     def extra_repr(self) -> str:
         return f"num_heads={self.num_heads}, head_dim={self.head_dim}, max_len={self.max_len}"
@@ -107,3 +131,53 @@ def computes_in_float32(forward: Forward) -> Forward:
         return out.to(dtype)
 
     return wrapped
+
+
+MapMethod = Callable[..., torch.Tensor]
+
+
+def dense_map(*, float32: bool) -> Callable[[MapMethod], MapMethod]:
+    """Decorator for a backend's `attention_matrix(q, k, key_padding_mask)`.
+
+    Checks the shapes and N <= DENSE_MAP_MAX_LEN (a ValueError naming the limit), runs the
+    method (with `float32`, as :func:`computes_in_float32` does for `forward`: inputs upcast to
+    at least float32, autocast off, the map cast back to the input dtype) and zeroes the rows
+    at padded query positions.
+    """
+
+    def decorate(method: MapMethod) -> MapMethod:
+        @functools.wraps(method)
+        def wrapped(self, q, k, key_padding_mask=None):
+            check_qkv(q, k, k, key_padding_mask)
+            N = q.shape[-2]
+            if N > DENSE_MAP_MAX_LEN:
+                raise ValueError(
+                    f"attention_matrix forms the dense (N, N) map and is limited to N <= "
+                    f"DENSE_MAP_MAX_LEN = {DENSE_MAP_MAX_LEN}; got N = {N}. Use a shorter "
+                    "sequence (or a slice of it) for diagnostics.")
+            if float32:
+                dtype = q.dtype
+                compute = torch.promote_types(dtype, torch.float32)
+                with torch.autocast(device_type=q.device.type, enabled=False):
+                    attn = method(self, q.to(compute), k.to(compute), key_padding_mask).to(dtype)
+            else:
+                attn = method(self, q, k, key_padding_mask)  # (B, H, N, N)
+            if key_padding_mask is None:
+                return attn
+            return attn * key_padding_mask[:, None, :, None].to(attn.dtype)
+
+        return wrapped
+
+    return decorate
+
+
+def identity_values(q: torch.Tensor) -> torch.Tensor:  # (B, H, N, N)
+    """The identity as values, (B, H, N, N) in q's dtype: a computation that is linear in v,
+    out = A v, returns A itself for these values (out = A I)."""
+    B, H, N, _ = q.shape
+    return torch.eye(N, dtype=q.dtype, device=q.device).expand(B, H, N, N)
+
+
+def masked_softmax(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last dim of `scores` where `allowed` (broadcastable bool) is True."""
+    return torch.softmax(scores.masked_fill(~allowed, torch.finfo(scores.dtype).min), dim=-1)

@@ -33,7 +33,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from lotformer.attention.base import AttentionBackend, check_qkv
+from lotformer.attention.base import AttentionBackend, check_qkv, dense_map, identity_values
 from lotformer.attention.registry import register_attention
 
 
@@ -141,6 +141,12 @@ class BigBirdAttention(AttentionBackend):
         out = out.transpose(1, 2).clone()  # (B, nb, H, b, Dv)
         out[batch, blocks] = rows
         return out.transpose(1, 2)  # (B, H, nb, b, Dv)
+
+    @dense_map(float32=False)
+    def attention_matrix(self, q, k, key_padding_mask=None):
+        """Softmax over each query's window, global and random key blocks (global query
+        blocks: over all valid keys), zero elsewhere; read off the forward pass with v = I."""
+        return self.forward(q, k, identity_values(q), key_padding_mask)
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, block_size={self.block_size}, "

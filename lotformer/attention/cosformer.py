@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from lotformer.attention.base import AttentionBackend, computes_in_float32, zero_padded
+from lotformer.attention.base import AttentionBackend, computes_in_float32, dense_map, zero_padded
 from lotformer.attention.registry import register_attention
 
 
@@ -67,6 +67,21 @@ class CosformerAttention(AttentionBackend):
         num_c, den_c = _linear_terms(phi_q * cos, phi_k * cos, v)
         num_s, den_s = _linear_terms(phi_q * sin, phi_k * sin, v)
         return (num_c + num_s) / (den_c + den_s).clamp_min(self.eps)[..., None]
+
+    @dense_map(float32=True)
+    def attention_matrix(self, q, k, key_padding_mask=None):
+        """s_ij = relu(q_i) . relu(k_j) cos(pi/2 (i - j) / M) over valid keys, rows divided by
+        their sum (floored at eps); without re-weighting the cos factor is 1."""
+        B, _, N, _ = q.shape
+        kernel = torch.relu(q) @ zero_padded(torch.relu(k), key_padding_mask).transpose(-1, -2)
+        if self.reweight:
+            valid = (torch.ones(B, N, dtype=torch.bool, device=q.device)
+                     if key_padding_mask is None else key_padding_mask)  # (B, N)
+            index = valid.cumsum(dim=-1).to(q.dtype)  # (B, N): ranks among valid tokens
+            offset = index[:, :, None] - index[:, None, :]  # (B, N, N): i - j
+            length = valid.sum(dim=-1).clamp_min(1).to(q.dtype)[:, None, None]  # (B, 1, 1): M
+            kernel = kernel * torch.cos((math.pi / 2) * offset / length)[:, None]  # (B, H, N, N)
+        return kernel / kernel.sum(dim=-1, keepdim=True).clamp_min(self.eps)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, reweight={self.reweight}"

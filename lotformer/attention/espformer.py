@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import torch
 
-from lotformer.attention.base import AttentionBackend, computes_in_float32
+from lotformer.attention.base import AttentionBackend, computes_in_float32, dense_map
 from lotformer.attention.registry import register_attention
 
 
@@ -115,6 +115,12 @@ class ESPFormerAttention(AttentionBackend):
                 acc, norm = acc * decay + term, norm * decay + scale
             best = new_best
         return acc / norm  # (B, H, N, Dv)
+
+    @dense_map(float32=True)
+    def attention_matrix(self, q, k, key_padding_mask=None):
+        """sum_l w_l G_l from :meth:`slice_plans` (all L plans are held at once)."""
+        plans, weights = self.slice_plans(q, k, key_padding_mask)  # (B, H, L, N, N), (B, H, L)
+        return (weights[..., None, None] * plans).sum(dim=2)  # (B, H, N, N)
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, num_slices={self.num_slices}, tau={self.tau}, "

@@ -32,7 +32,13 @@ import math
 
 import torch
 
-from lotformer.attention.base import AttentionBackend, check_qkv, zero_padded
+from lotformer.attention.base import (
+    AttentionBackend,
+    check_qkv,
+    dense_map,
+    identity_values,
+    zero_padded,
+)
 from lotformer.attention.registry import register_attention
 
 
@@ -103,6 +109,12 @@ class InformerAttention(AttentionBackend):
         active = torch.where(keep, active, lazy)  # rank >= u_b: stays lazy
         index = picks[..., None].expand(-1, -1, -1, active.shape[-1])  # (B, H, u, Dv)
         return out.scatter(2, index, active)  # (B, H, N, Dv)
+
+    @dense_map(float32=False)
+    def attention_matrix(self, q, k, key_padding_mask=None):
+        """Active queries: softmax over the valid keys; lazy queries: uniform 1 / n_valid over
+        them. Read off the forward pass with v = I (the key samples are a fixed table)."""
+        return self.forward(q, k, identity_values(q), key_padding_mask)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, factor={self.factor}"

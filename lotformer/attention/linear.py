@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lotformer.attention.base import AttentionBackend, check_qkv, zero_padded
+from lotformer.attention.base import AttentionBackend, check_qkv, dense_map, zero_padded
 from lotformer.attention.registry import register_attention
 
 
@@ -50,6 +50,13 @@ class LinearAttention(AttentionBackend):
         numerator = torch.einsum("bhnd,bhde->bhne", phi_q, context)  # (B, H, N, Dv)
         denominator = torch.einsum("bhnd,bhd->bhn", phi_q, key_sum)  # (B, H, N)
         return numerator / (denominator[..., None] + self.eps)  # (B, H, N, Dv)
+
+    @dense_map(float32=False)
+    def attention_matrix(self, q, k, key_padding_mask=None):
+        """phi(q) phi(k)^T over valid keys, rows divided by their sum + eps."""
+        phi_k = zero_padded(elu_feature_map(k), key_padding_mask)  # (B, H, N, D)
+        kernel = elu_feature_map(q) @ phi_k.transpose(-1, -2)  # (B, H, N, N)
+        return kernel / (kernel.sum(dim=-1, keepdim=True) + self.eps)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, eps={self.eps}"

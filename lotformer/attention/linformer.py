@@ -38,7 +38,13 @@ import math
 import torch
 from torch import nn
 
-from lotformer.attention.base import AttentionBackend, check_qkv, zero_padded
+from lotformer.attention.base import (
+    AttentionBackend,
+    check_qkv,
+    dense_map,
+    identity_values,
+    zero_padded,
+)
 from lotformer.attention.registry import register_attention
 
 _INITS = ("normal", "identity")
@@ -122,6 +128,12 @@ class LinformerAttention(AttentionBackend):
         v_proj = torch.einsum("hpn,bhnd->bhpd", f, zero_padded(v, key_padding_mask))  # (B, H, k, Dv)
         scores = q @ k_proj.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, H, N, k)
         return torch.softmax(scores, dim=-1) @ v_proj  # (B, H, N, Dv)
+
+    @dense_map(float32=False)
+    def attention_matrix(self, q, k, key_padding_mask=None):
+        """softmax(q (E k)^T / sqrt(D)) F over the original positions, F with its padded columns
+        zeroed: an (N, N) map of rank <= proj_dim, read off the forward pass with v = I."""
+        return self.forward(q, k, identity_values(q), key_padding_mask)
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, proj_dim={self.proj_dim}, init={self.init!r}, "

@@ -47,7 +47,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lotformer.attention.base import AttentionBackend, computes_in_float32, zero_padded
+from lotformer.attention.base import (
+    AttentionBackend,
+    computes_in_float32,
+    dense_map,
+    identity_values,
+    zero_padded,
+)
 from lotformer.attention.registry import register_attention
 
 
@@ -186,6 +192,12 @@ class NystromAttention(AttentionBackend):
         f3 = torch.softmax(f3, dim=-1)
         a_pinv = iterative_pinv(a, self.pinv_iters, global_init=True)  # (B, H, m, m)
         return (f1 @ a_pinv) @ (f3 @ v)  # (B, H, N, Dv)
+
+    @dense_map(float32=True)
+    def attention_matrix(self, q, k, key_padding_mask=None):
+        """F1 pinv(A) F3 (+ the convolution's banded map when conv_kernel > 0), in every mode:
+        the factors applied to v = I by the forward pass."""
+        return self.forward(q, k, identity_values(q), key_padding_mask)
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, num_landmarks={self.num_landmarks}, "

@@ -44,7 +44,13 @@ import math
 
 import torch
 
-from lotformer.attention.base import AttentionBackend, check_qkv, zero_padded
+from lotformer.attention.base import (
+    AttentionBackend,
+    check_qkv,
+    dense_map,
+    identity_values,
+    zero_padded,
+)
 from lotformer.attention.registry import register_attention
 
 
@@ -164,6 +170,26 @@ class PerformerAttention(AttentionBackend):
         context = torch.einsum("bhnm,bhne->bhme", phi_k, v)  # (B, H, m, Dv)
         denominator = torch.einsum("bhnm,bhm->bhn", phi_q, phi_k.sum(dim=-2))  # (B, H, N)
         return torch.einsum("bhnm,bhme->bhne", phi_q, context) / denominator[..., None]
+
+    @dense_map(float32=False)
+    def attention_matrix(self, q, k, key_padding_mask=None):
+        """phi(q) phi(k)^T over valid keys, rows normalised, for the current projection (no
+        redraw). Harness mode: read off `_harness` with identity values; padded keys stay in
+        its row sums, so the rows of a padded example sum to less than 1."""
+        if self.compat == "harness":
+            return self._harness(q, k, identity_values(q), key_padding_mask)
+        valid = (torch.ones(q.shape[0], q.shape[2], dtype=torch.bool, device=q.device)
+                 if key_padding_mask is None else key_padding_mask)  # (B, N)
+        x_q, x_k = q * q.shape[-1] ** -0.25, k * q.shape[-1] ** -0.25  # (B, H, N, D)
+        proj_q, proj_k = x_q @ self.projection.to(q.dtype).T, x_k @ self.projection.to(q.dtype).T
+        # the forward pass's stabilisers: they do not cancel against feature_eps
+        k_stab = proj_k.masked_fill(~valid[:, None, :, None], -torch.inf).amax(dim=(-2, -1))
+        k_stab = torch.nan_to_num(k_stab, neginf=0.0)[..., None, None]  # (B, H, 1, 1)
+        phi_q = self._feature_map(x_q, proj_q, proj_q.amax(dim=-1, keepdim=True))  # (B, H, N, m)
+        phi_k = zero_padded(self._feature_map(x_k, proj_k, k_stab), valid)  # (B, H, N, m)
+        kernel = phi_q @ phi_k.transpose(-1, -2)  # (B, H, N, N)
+        row_sum = kernel.sum(dim=-1, keepdim=True)  # (B, H, N, 1); 0 only without valid keys
+        return kernel / torch.where(row_sum > 0, row_sum, torch.ones_like(row_sum))
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, num_features={self.num_features}, "

@@ -33,7 +33,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-from lotformer.attention.base import AttentionBackend, computes_in_float32
+from lotformer.attention.base import (
+    AttentionBackend,
+    computes_in_float32,
+    dense_map,
+    identity_values,
+)
 from lotformer.attention.registry import register_attention
 
 SELF_SCORE = -1e5  # score of a token for its own position
@@ -124,6 +129,13 @@ class ReformerAttention(AttentionBackend):
         lse = scores.logsumexp(dim=-1)  # (B, H, R, nc, c)
         out = torch.exp(scores - lse[..., None]) @ sv  # (B, H, R, nc, c, Dv)
         return out.view(B, H, R, Np, -1), lse.view(B, H, R, Np)
+
+    @dense_map(float32=True)
+    def attention_matrix(self, q, k, key_padding_mask=None):
+        """Sum over hash rounds of the round weight times the softmax over the query's chunk and
+        the previous one (a key found in several rounds counts in each); zero outside them.
+        Read off the forward pass with v = I (the rotations are fixed)."""
+        return self.forward(q, k, identity_values(q), key_padding_mask)
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, num_hashes={self.num_hashes}, "

@@ -30,7 +30,7 @@ import math
 
 import torch
 
-from lotformer.attention.base import AttentionBackend, computes_in_float32
+from lotformer.attention.base import AttentionBackend, computes_in_float32, dense_map
 from lotformer.attention.registry import register_attention
 
 # Finite stand-in for -inf on masked score entries: exp() of it is exactly 0, and unlike
@@ -101,6 +101,11 @@ class SinkhornAttention(AttentionBackend):
     def forward(self, q, k, v, key_padding_mask=None):
         attn = sinkhorn_attention_map(q, k, key_padding_mask, n_iters=self.n_iters)  # (B, H, N, N)
         return attn @ v  # (B, H, N, D)
+
+    @dense_map(float32=True)
+    def attention_matrix(self, q, k, key_padding_mask=None):
+        """The Sinkhorn-balanced map n_valid * P (see :func:`sinkhorn_attention_map`)."""
+        return sinkhorn_attention_map(q, k, key_padding_mask, n_iters=self.n_iters)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, n_iters={self.n_iters}"

@@ -53,7 +53,13 @@ from __future__ import annotations
 
 import torch
 
-from lotformer.attention.base import AttentionBackend, computes_in_float32, zero_padded
+from lotformer.attention.base import (
+    AttentionBackend,
+    computes_in_float32,
+    dense_map,
+    identity_values,
+    zero_padded,
+)
 from lotformer.attention.nystrom import iterative_pinv, segment_means
 from lotformer.attention.registry import register_attention
 
@@ -182,6 +188,17 @@ class SkyformerAttention(AttentionBackend):
         key_side = zero_padded(key_side * d_inv_sqrt[..., None, :], valid)  # (B, H, N, m)
         context = key_side.transpose(-1, -2) @ zero_padded(v, valid)  # (B, H, m, Dv)
         return query_land @ context  # (B, H, N, Dv)
+
+    @dense_map(float32=True)
+    def attention_matrix(self, q, k, key_padding_mask=None):
+        """kappa(Q, L) (kappa(L, L) + ridge I)^-1 kappa(L, K) over valid keys (rows normalised
+        when `normalize`), the factors applied to v = I by the forward pass. Harness mode has no
+        fixed map: it redraws its landmarks on every call (NotImplementedError)."""
+        if self.compat == "harness":
+            raise NotImplementedError(
+                "skyformer compat='harness' samples new landmarks from the global RNG on every "
+                "call, so no fixed map reproduces its output; use compat='clean' for maps")
+        return self.forward(q, k, identity_values(q), key_padding_mask)
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, num_features={self.num_features}, "

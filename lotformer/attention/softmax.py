@@ -5,9 +5,12 @@ Computed with `torch.nn.functional.scaled_dot_product_attention`; padded keys ar
 
 from __future__ import annotations
 
+import math
+
+import torch
 import torch.nn.functional as F
 
-from lotformer.attention.base import AttentionBackend, check_qkv
+from lotformer.attention.base import AttentionBackend, check_qkv, dense_map, masked_softmax
 from lotformer.attention.registry import register_attention
 
 
@@ -31,3 +34,11 @@ class SoftmaxAttention(AttentionBackend):
         return F.scaled_dot_product_attention(  # (B, H, N, D)
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
         )
+
+    @dense_map(float32=False)
+    def attention_matrix(self, q, k, key_padding_mask=None):
+        """softmax(q k^T / sqrt(D)) over the valid keys (eval mode: no dropout)."""
+        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, H, N, N)
+        if key_padding_mask is None:
+            return torch.softmax(scores, dim=-1)
+        return masked_softmax(scores, key_padding_mask[:, None, None, :])  # (B, H, N, N)

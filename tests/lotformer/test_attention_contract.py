@@ -43,10 +43,12 @@ KEY_FREE = {"reformer"}
 
 
 def build_small(name: str, *, num_heads: int, head_dim: int, n: int,
-                dtype: torch.dtype = torch.float32, seed: int = 0) -> torch.nn.Module:
-    """Backend `name` sized for sequences of length <= n, in eval mode."""
+                dtype: torch.dtype = torch.float32, seed: int = 0, **overrides) -> torch.nn.Module:
+    """Backend `name` sized for sequences of length <= n, in eval mode; `overrides` replace
+    or add options."""
     accepted = inspect.signature(attention_class(name).__init__).parameters
     options = {k: v for k, v in SMALL_OPTIONS.get(name, {}).items() if k in accepted}
+    options.update(overrides)
     torch.manual_seed(seed)
     attn = build_attention(name, num_heads=num_heads, head_dim=head_dim, max_len=n, **options)
     return attn.to(dtype).eval()
