@@ -230,12 +230,18 @@ class _Canvas:
         y, x = start[0] + self.pad, start[1] + self.pad
         return slice(y - half, y + half + 1), slice(x - half, x + half + 1)
 
-    def draw(self, start, orientation: float, contrast: float):
-        """Draw a paddle's line from in-bounds `start`; return its footprint for a later commit."""
+    def draw(self, start, orientation: float, contrast: float, layer: np.ndarray | None = None):
+        """Draw a paddle's line from in-bounds `start` (also into `layer`, a framed canvas of
+        one snake, when given); return its footprint for a later commit."""
         half, line, _, _ = self.paddle(orientation)
-        window = self.image_full[self._window(start, half)]
-        np.maximum(window, contrast * line, out=window)
+        for target in (self.image_full,) if layer is None else (self.image_full, layer):
+            window = target[self._window(start, half)]
+            np.maximum(window, contrast * line, out=window)
         return (start, orientation)
+
+    def crop(self, full: np.ndarray) -> np.ndarray:
+        """The (res, res) image part of a framed canvas."""
+        return full[self.pad:self.pad + self.s.resolution, self.pad:self.pad + self.s.resolution]
 
     def commit(self, footprint) -> None:
         start, orientation = footprint
@@ -278,18 +284,20 @@ class _Canvas:
 
 
 class _Snake:
-    def __init__(self, tail, pivot, orientation, footprint):
+    def __init__(self, tail, pivot, orientation, footprint, layer=None):
         self.tail, self.pivot, self.orientation = tail, pivot, orientation
         self.footprint = footprint  # last paddle, not yet in the mask
         self.head = tail
+        self.layer = layer  # framed canvas holding only this snake's lines (target snakes)
 
 
 def _random_orientation(rng: np.random.Generator) -> float:
     return int(rng.integers(-180, 180)) * math.pi / 180
 
 
-def _seed(canvas: _Canvas, contrast: float, border: int, stop_below: float | None) -> _Snake | None:
-    """First paddle of a snake at a random free position."""
+def _seed(canvas: _Canvas, contrast: float, border: int, stop_below: float | None,
+          target: bool = False) -> _Snake | None:
+    """First paddle of a snake at a random free position (with its own layer if `target`)."""
     s, rng = canvas.s, canvas.rng
     length, margin = s.paddle_length, canvas.margin
     if stop_below is not None and float((canvas.mask <= 0.3).mean()) < stop_below:
@@ -303,7 +311,8 @@ def _seed(canvas: _Canvas, contrast: float, border: int, stop_below: float | Non
         head = _translate(tail, orientation, length)
         pivot = _translate(head, _flip(orientation), length + margin)
         if canvas.inside(head) and canvas.inside(pivot):
-            return _Snake(tail, pivot, orientation, canvas.draw(tail, orientation, contrast))
+            layer = np.zeros_like(canvas.image_full) if target else None
+            return _Snake(tail, pivot, orientation, canvas.draw(tail, orientation, contrast, layer), layer)
     return None
 
 
@@ -319,7 +328,8 @@ def _seed_near(canvas: _Canvas, other: _Snake, contrast: float) -> _Snake | None
         head = _translate(tail, orientation, length)
         pivot = _translate(head, _flip(orientation), length + margin)
         if canvas.inside(tail) and canvas.inside(head) and canvas.inside(pivot):
-            return _Snake(tail, pivot, orientation, canvas.draw(tail, orientation, contrast))
+            layer = np.zeros_like(canvas.image_full)
+            return _Snake(tail, pivot, orientation, canvas.draw(tail, orientation, contrast, layer), layer)
     return None
 
 
@@ -355,7 +365,7 @@ def _extend(canvas: _Canvas, snake: _Snake, contrast: float) -> bool:
         head = (int(heads[index, 0]), int(heads[index, 1]))
         orientation = float(orientations[index])
         if not canvas.overlaps(head, _flip(orientation)):
-            footprint = canvas.draw(head, _flip(orientation), contrast)
+            footprint = canvas.draw(head, _flip(orientation), contrast, snake.layer)
             canvas.commit(snake.footprint)
             snake.footprint, snake.pivot, snake.orientation, snake.head = footprint, pivot, orientation, head
             return True
@@ -365,7 +375,7 @@ def _extend(canvas: _Canvas, snake: _Snake, contrast: float) -> bool:
 def _two_snakes(canvas: _Canvas) -> tuple[_Snake, _Snake] | None:
     s = canvas.s
     mu = list(canvas.rng.permutation(list(s.snake_contrasts) * 2))[:2]
-    first = _seed(canvas, canvas.choice(s.paddle_contrasts) * mu[0], 2 * s.seed_distance, None)
+    first = _seed(canvas, canvas.choice(s.paddle_contrasts) * mu[0], 2 * s.seed_distance, None, target=True)
     if first is None:
         return None
     second = _seed_near(canvas, first, canvas.choice(s.paddle_contrasts) * mu[1])
@@ -405,8 +415,19 @@ def _marker(resolution: int, coord, radius: float, aa: int) -> np.ndarray:
     return _lanczos_down(disk.astype(np.uint8) * 255, resolution)
 
 
-def render_image(s: PathfinderSettings, rng: np.random.Generator, label: int) -> tuple[np.ndarray, int]:
-    """One stimulus: (uint8 (res, res) image, paddle margin used)."""
+@dataclass
+class Stimulus:
+    """One rendered stimulus with its ground truth."""
+
+    image: np.ndarray  # uint8 (res, res), what is saved
+    margin: int  # paddle margin used
+    snakes: np.ndarray  # float (2, res, res): each target snake's lines alone, unscaled
+    markers: tuple[tuple[int, int], tuple[int, int]]  # (y, x) pixel of each marker centre
+    marker_snakes: tuple[int, int]  # index into `snakes` of the snake each marker sits on
+
+
+def render_stimulus(s: PathfinderSettings, rng: np.random.Generator, label: int) -> Stimulus:
+    """One stimulus with its target snakes' masks and marker positions."""
     margin = int(s.paddle_margins[int(rng.integers(len(s.paddle_margins)))])
     for _ in range(s.max_image_retrial):
         canvas = _Canvas(s, margin, rng)
@@ -422,12 +443,20 @@ def render_image(s: PathfinderSettings, rng: np.random.Generator, label: int) ->
                 break
     origin = int(rng.integers(0, 2))
     terminal = origin if label == 1 else 1 - origin
-    markers = np.maximum(_marker(s.resolution, snakes[origin].tail, s.marker_radius, s.antialias_scale),
-                         _marker(s.resolution, snakes[terminal].head, s.marker_radius, s.antialias_scale))
+    ends = (snakes[origin].tail, snakes[terminal].head)
+    markers = np.maximum(*(_marker(s.resolution, end, s.marker_radius, s.antialias_scale) for end in ends))
     image = np.maximum(canvas.image, markers)
     low, high = float(image.min()), float(image.max())
     scaled = (image - low) * (255.0 / (high - low)) if high > low else np.zeros_like(image)
-    return (np.clip(scaled, 0, 255) + 0.5).astype(np.uint8), margin
+    return Stimulus(image=(np.clip(scaled, 0, 255) + 0.5).astype(np.uint8), margin=margin,
+                    snakes=np.stack([canvas.crop(snake.layer) for snake in snakes]),
+                    markers=(tuple(ends[0]), tuple(ends[1])), marker_snakes=(origin, terminal))
+
+
+def render_image(s: PathfinderSettings, rng: np.random.Generator, label: int) -> tuple[np.ndarray, int]:
+    """One stimulus: (uint8 (res, res) image, paddle margin used)."""
+    stimulus = render_stimulus(s, rng, label)
+    return stimulus.image, stimulus.margin
 
 
 # ----------------------------------------------------------------------------- dataset
@@ -498,3 +527,48 @@ def generate(out_dir: str | Path, n: int, *, resolution: int = 32, difficulty: s
     tmp.write_text("".join(metadata_line(s, batch, i, label, margin) + "\n" for i, label, margin in rows))
     os.replace(tmp, target)
     return folder
+
+
+# ----------------------------------------------------------------------------- comparison
+def pixel_statistics(images: np.ndarray) -> dict[str, float]:
+    """Statistics of uint8 images (N, H, W), averaged over images: fraction of non-zero
+    pixels, fraction > 128, mean intensity (0..255), and 8-connected pieces of pixels > 64
+    per image (paddles and runs of touching paddles)."""
+    from scipy import ndimage
+
+    pieces = [ndimage.label(im > 64, structure=np.ones((3, 3)))[1] for im in images]
+    return {"nonzero": float((images > 0).mean()), "bright": float((images > 128).mean()),
+            "mean": float(images.mean()), "pieces": float(np.mean(pieces))}
+
+
+def sample_images(n: int, resolution: int = 32, difficulty: str = "hard", seed: int = 0) -> np.ndarray:
+    """(n, res, res) uint8 images rendered in memory, labels alternating 0, 1, ..."""
+    s = settings_for(resolution, difficulty)
+    return np.stack([render_image(s, np.random.default_rng([seed, i]), i % 2)[0] for i in range(n)])
+
+
+def load_images(folder: str | Path) -> np.ndarray:
+    """All `sample_*.png` of a folder as (N, H, W) uint8, in index order."""
+    files = sorted(Path(folder).glob("sample_*.png"), key=lambda f: int(f.stem.split("_")[1]))
+    return np.stack([np.asarray(Image.open(f)) for f in files])
+
+
+def _compare(real_dir: str, n: int, seed: int) -> None:
+    """Print ours-vs-real statistics (the table in the module docstring)."""
+    real, ours = pixel_statistics(load_images(real_dir)), pixel_statistics(sample_images(n, seed=seed))
+    print(f"{'statistic':<10}{'ours':>10}{'real':>10}{'ours/real':>11}")
+    for key in real:
+        print(f"{key:<10}{ours[key]:>10.4f}{real[key]:>10.4f}{ours[key] / real[key]:>11.2f}")
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--compare", metavar="REAL_DIR", required=True,
+                        help="folder of real sample_*.png (e.g. tests/fixtures/lra-samples/lra_release/"
+                             "pathfinder32/curv_contour_length_14/imgs/0)")
+    parser.add_argument("-n", type=int, default=300, help="images to generate")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    _compare(args.compare, args.n, args.seed)
