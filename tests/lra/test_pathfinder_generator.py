@@ -84,27 +84,27 @@ def test_real_sample_statistics_are_the_documented_ones(real_stats):
 
 
 def test_statistics_no_further_from_the_real_samples_than_documented(ours_stats, real_stats):
-    """Guards the measured gap (ours/real 1.36, 1.47, 1.57, 1.21): denser, never sparser."""
+    """Guards the measured gap (ours/real 1.35, 1.46, 1.55, 1.26): denser, never sparser."""
     for key in PIXEL_KEYS + ("pieces",):
         assert 1.0 < ours_stats[key] / real_stats[key] < 1.7, key
 
 
-@pytest.mark.xfail(strict=True, reason="real samples: invisible markers and about 1.5 of the 5 "
+@pytest.mark.xfail(strict=True, reason="real samples: invisible markers and 1 to 2 of the 5 "
                    "distractor snakes (module docstring); ours follow snakes2.py as published")
 def test_statistics_within_10_percent_of_the_real_samples(ours_stats, real_stats):
     for key in PIXEL_KEYS + ("pieces",):
         assert abs(ours_stats[key] / real_stats[key] - 1) < 0.1, key
 
 
-def test_real_samples_match_ours_without_markers_and_with_two_distractors(monkeypatch, real_stats):
-    """The documented explanation of the gap: drop the markers and keep 2 of the 5 distractor
-    snakes, and ours come within 12% of the real samples."""
+def test_real_samples_match_ours_without_markers_and_with_one_distractor(monkeypatch, real_stats):
+    """The documented explanation of the gap: drop the markers and keep 1 of the 5 distractor
+    snakes, and ours come within 10% of the real samples."""
     monkeypatch.setattr(gen, "_marker", lambda resolution, coord, radius, aa: np.zeros((resolution, resolution)))
-    s = dataclasses.replace(gen.settings_for(32), num_distractors=2)
+    s = dataclasses.replace(gen.settings_for(32), num_distractors=1)
     images = np.stack([gen.render_image(s, np.random.default_rng([1, i]), i % 2)[0] for i in range(60)])
     ours = gen.pixel_statistics(images)
     for key in PIXEL_KEYS + ("pieces",):
-        assert abs(ours[key] / real_stats[key] - 1) < 0.12, (key, ours[key], real_stats[key])
+        assert abs(ours[key] / real_stats[key] - 1) < 0.1, (key, ours[key], real_stats[key])
 
 
 def test_markers_are_discs_of_the_given_radius(ours_stats):
@@ -124,7 +124,8 @@ def _closed(mask: np.ndarray) -> np.ndarray:
 def test_ground_truth_markers_joined_by_one_snake_only_for_label_1(label):
     """On the target snakes' own masks: label 1 joins both markers through one snake's
     paddles; label 0 puts the second marker on the other snake, and the first marker's snake
-    reaches it only where the two snakes touch (allowed by the original's overlap rule)."""
+    reaches it only where the two snakes touch. The original allows that: a snake's newest
+    paddle is not in the occupancy mask while the other snake grows (about 1 image in 10)."""
     s, joined = gen.settings_for(32), 0
     for seed in range(30):
         st = gen.render_stimulus(s, np.random.default_rng([3, seed]), label)
@@ -134,7 +135,7 @@ def test_ground_truth_markers_joined_by_one_snake_only_for_label_1(label):
         assert st.image[st.markers[0]] > 150 and st.image[st.markers[1]] > 150  # visible markers
         parts, _ = ndimage.label(_closed(st.snakes[first] > 0.05), structure=np.ones((3, 3)))
         joined += parts[st.markers[0]] == parts[st.markers[1]]
-    assert joined == 30 if label == 1 else joined <= 2
+    assert joined == 30 if label == 1 else joined <= 6
 
 
 @pytest.mark.parametrize("label", [0, 1])
