@@ -11,7 +11,8 @@ Algorithm, per image:
 1. Occupancy mask `M` with a `padding`-wide border marked occupied.
 2. Seed the first target snake: a random orientation (whole degrees) and a random free tail
    position, at least 2 * seed_distance from the border, where the paddle's footprint hits no
-   occupied pixel; the second snake's tail lies `seed_distance` away in a random direction.
+   occupied pixel (tested one pixel off, as the original does); the second snake's tail lies
+   `seed_distance` away in a random direction.
 3. Grow both snakes `contour_length - 1` times, alternating. A step from the snake's pivot
    `p` (a point `margin` beyond the last paddle's head) takes candidate heads on the circle of
    radius `paddle_length + margin` around `p` (one per pixel of arc), weighted by
@@ -568,7 +569,7 @@ def pixel_statistics(images: np.ndarray) -> dict[str, float]:
     pixels, fraction > 128, mean intensity (0..255); `pieces`, 8-connected groups of pixels
     > 64 (paddles and runs of touching paddles); `discs`, 8-connected groups of 2x2 blocks
     all > 150 (marker discs: a paddle is 1-2 pixels wide, so it rarely makes one)."""
-    from scipy import ndimage
+    from scipy import ndimage  # a dev dependency: only this comparison needs it
 
     def groups(mask: np.ndarray) -> int:
         return ndimage.label(mask, structure=np.ones((3, 3)))[1]
