@@ -1,11 +1,16 @@
-"""Pathfinder generator: official layout and metadata format, balance, marker semantics,
-determinism across runs and worker counts, and resemblance to the real sample."""
+"""Pathfinder generator: official layout and metadata format, balance, marker semantics and
+ground truth, determinism across runs and worker counts, and statistics against the real
+samples (tests/fixtures/lra-samples)."""
 
 from __future__ import annotations
+
+import dataclasses
+import math
 
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 from lra.data import pathfinder, pathfinder_generator as gen
 
@@ -52,16 +57,85 @@ def test_same_seed_identical_bytes_for_any_worker_count(generated, tmp_path):
                for i in range(5))
 
 
-def test_images_resemble_the_official_sample(generated, samples_dir):
-    folder, _ = generated
-    ours = np.stack([np.asarray(Image.open(folder / f"imgs/0/sample_{i}.png")) for i in range(40)])
-    real_dir = samples_dir / "lra_release/pathfinder32/curv_contour_length_14/imgs/0"
-    real = np.stack([np.asarray(Image.open(real_dir / f"sample_{i}.png")) for i in range(60)])
-    ours_lit, real_lit = (ours > 0).sum(axis=(1, 2)), (real > 0).sum(axis=(1, 2))
-    # Similar amount of drawn pixels (ours carry ~1.3x more: visible markers, more distractors).
-    assert 0.8 < ours_lit.mean() / real_lit.mean() < 1.6
-    assert (ours.max(axis=(1, 2)) == 255).all() and (real.max(axis=(1, 2)) == 255).all()  # full range
-    assert np.median(ours) == 0 and np.median(real) == 0  # mostly background
+REAL_IMAGES = "lra_release/pathfinder32/curv_contour_length_14/imgs/0"
+PIXEL_KEYS = ("nonzero", "bright", "mean")
+
+
+@pytest.fixture(scope="module")
+def real_stats(samples_dir):
+    return gen.pixel_statistics(gen.load_images(samples_dir / REAL_IMAGES))
+
+
+@pytest.fixture(scope="module")
+def ours_stats(generated):
+    """Statistics of the 40 generated hard 32x32 images."""
+    images = gen.load_images(generated[0] / "imgs" / "0")
+    assert images.shape == (40, 32, 32)
+    assert (images.max(axis=(1, 2)) == 255).all() and np.median(images) == 0  # full range, mostly background
+    return gen.pixel_statistics(images)
+
+
+def test_real_sample_statistics_are_the_documented_ones(real_stats):
+    assert real_stats["nonzero"] == pytest.approx(0.3470, abs=1e-4)
+    assert real_stats["bright"] == pytest.approx(0.0740, abs=1e-4)
+    assert real_stats["mean"] == pytest.approx(18.115, abs=1e-3)
+    assert real_stats["pieces"] == pytest.approx(14.283, abs=1e-3)
+    assert real_stats["discs"] < 0.1  # no visible marker discs in the real samples
+
+
+def test_statistics_no_further_from_the_real_samples_than_documented(ours_stats, real_stats):
+    """Guards the measured gap (ours/real 1.35, 1.46, 1.55, 1.26): denser, never sparser."""
+    for key in PIXEL_KEYS + ("pieces",):
+        assert 1.0 < ours_stats[key] / real_stats[key] < 1.7, key
+
+
+@pytest.mark.xfail(strict=True, reason="real samples: invisible markers and 1 to 2 of the 5 "
+                   "distractor snakes (module docstring); ours follow snakes2.py as published")
+def test_statistics_within_10_percent_of_the_real_samples(ours_stats, real_stats):
+    for key in PIXEL_KEYS + ("pieces",):
+        assert abs(ours_stats[key] / real_stats[key] - 1) < 0.1, key
+
+
+def test_real_samples_match_ours_without_markers_and_with_one_distractor(monkeypatch, real_stats):
+    """The documented explanation of the gap: drop the markers and keep 1 of the 5 distractor
+    snakes, and ours come within 10% of the real samples."""
+    monkeypatch.setattr(gen, "_marker", lambda resolution, coord, radius, aa: np.zeros((resolution, resolution)))
+    s = dataclasses.replace(gen.settings_for(32), num_distractors=1)
+    images = np.stack([gen.render_image(s, np.random.default_rng([1, i]), i % 2)[0] for i in range(60)])
+    ours = gen.pixel_statistics(images)
+    for key in PIXEL_KEYS + ("pieces",):
+        assert abs(ours[key] / real_stats[key] - 1) < 0.1, (key, ours[key], real_stats[key])
+
+
+def test_markers_are_discs_of_the_given_radius(ours_stats):
+    s = gen.settings_for(32)
+    disc = gen._marker(32, (12, 20), s.marker_radius, s.antialias_scale)
+    assert disc.sum() == pytest.approx(math.pi * s.marker_radius ** 2, rel=0.1)  # area in pixels
+    assert disc[12, 20] == disc.max() == 1.0  # centred on the snake end, full brightness
+    assert 1.9 < ours_stats["discs"] < 2.1  # both markers show as bright blobs; paddles don't
+
+
+def _closed(mask: np.ndarray) -> np.ndarray:
+    """Bridge the 2-pixel gaps between consecutive paddles of a snake."""
+    return ndimage.binary_dilation(mask, structure=np.ones((3, 3), dtype=bool))
+
+
+@pytest.mark.parametrize("label", [0, 1])
+def test_ground_truth_markers_joined_by_one_snake_only_for_label_1(label):
+    """On the target snakes' own masks: label 1 joins both markers through one snake's
+    paddles; label 0 puts the second marker on the other snake, and the first marker's snake
+    reaches it only where the two snakes touch. The original allows that: a snake's newest
+    paddle is not in the occupancy mask while the other snake grows (about 1 image in 10)."""
+    s, joined = gen.settings_for(32), 0
+    for seed in range(30):
+        st = gen.render_stimulus(s, np.random.default_rng([3, seed]), label)
+        first, second = st.marker_snakes
+        assert (first == second) == (label == 1)
+        assert st.snakes[first][st.markers[0]] > 0.2 and st.snakes[second][st.markers[1]] > 0.2
+        assert st.image[st.markers[0]] > 150 and st.image[st.markers[1]] > 150  # visible markers
+        parts, _ = ndimage.label(_closed(st.snakes[first] > 0.05), structure=np.ones((3, 3)))
+        joined += parts[st.markers[0]] == parts[st.markers[1]]
+    assert joined == 30 if label == 1 else joined <= 6
 
 
 @pytest.mark.parametrize("label", [0, 1])
