@@ -7,6 +7,15 @@ A backend receives projected heads and returns the mixed values:
 `key_padding_mask` is (B, N) bool with True = real token. Outputs at valid positions must
 not depend on anything at padded positions; padded keys receive no weight. Projections and
 the head split/merge live once, in `MultiHeadAttention` (lotformer/attention/multihead.py).
+
+What every backend gets from this base class without writing it (``forward`` is wrapped when
+the subclass is defined, see :meth:`AttentionBackend.__init_subclass__`):
+
+* one validation of its inputs, :func:`check_qkv` (shapes, floating dtypes, the mask);
+* one numeric policy, :func:`in_compute_dtype`: the math runs on q, k, v in float32 (float64
+  for float64 input) with autocast disabled, and the output is cast back to the input dtype.
+  (The LRA setup keeps attention math in float32 under mixed precision; normalisations and
+  iterative solves are unsafe in half precision anyway.)
 """
 
 from __future__ import annotations
@@ -16,6 +25,8 @@ from typing import Any, Callable, ClassVar, Mapping
 
 import torch
 from torch import nn
+
+from lotformer.sinkhorn import compute_dtype
 
 
 class AttentionBackend(nn.Module):
@@ -29,7 +40,6 @@ class AttentionBackend(nn.Module):
     records for it).
     """
 
-    backend_name: ClassVar[str] = ""  # set by @register_attention
     title: ClassVar[str] = ""  # display name, e.g. "Nyströmformer"
     published_names: ClassVar[tuple[str, ...]] = ()  # e.g. ("Transformer", "Self-attention")
 
@@ -42,6 +52,13 @@ class AttentionBackend(nn.Module):
         """Extra fields a benchmark records for this module (e.g. LOT's rank and iterations)."""
         return {}
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Give the subclass's own ``forward`` the shared input check and float32 policy."""
+        super().__init_subclass__(**kwargs)
+        forward = cls.__dict__.get("forward")
+        if forward is not None and not getattr(forward, "_checked_float32", False):
+            cls.forward = _checked_float32(forward)
+
     def __init__(self, *, num_heads: int, head_dim: int, max_len: int | None = None) -> None:
         super().__init__()
         if num_heads < 1 or head_dim < 1:
@@ -50,7 +67,7 @@ class AttentionBackend(nn.Module):
         self.head_dim = head_dim
         self.max_len = max_len
 
-    def forward(
+    def forward(  # subclasses implement it; it receives checked q, k, v in float32 / float64
         self,
         q: torch.Tensor,  # (B, H, N, D)
         k: torch.Tensor,  # (B, H, N, D)
@@ -63,14 +80,23 @@ class AttentionBackend(nn.Module):
         return f"num_heads={self.num_heads}, head_dim={self.head_dim}, max_len={self.max_len}"
 
 
-def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-              key_padding_mask: torch.Tensor | None) -> None:
-    """Raise a clear error when q, k, v and the mask disagree in shape."""
-    if q.dim() != 4 or k.shape != q.shape or v.shape[:3] != q.shape[:3]:
+def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None = None,
+              key_padding_mask: torch.Tensor | None = None) -> None:
+    """The one check of attention inputs: q, k (B, H, N, D), v (B, H, N, Dv) or None, all
+    floating point, and the (B, N) bool mask. Raises ValueError saying what is wrong."""
+    tensors = {"q": q, "k": k} if v is None else {"q": q, "k": k, "v": v}
+    bad = {name: t.dtype for name, t in tensors.items() if not t.is_floating_point()}
+    if bad:
         raise ValueError(
-            "attention expects q, k, v of shape (B, H, N, D) with equal B, H, N "
-            f"(and equal D for q and k); got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
-        )
+            "attention needs floating-point q, k, v (float32, float64, bfloat16 or float16); got "
+            + ", ".join(f"{name} {dtype}" for name, dtype in bad.items())
+            + ". Convert them first, e.g. q.float(); token ids go through an embedding first.")
+    if q.dim() != 4 or k.shape != q.shape:
+        raise ValueError(f"q and k must both have shape (B, H, N, D); got q {tuple(q.shape)}, "
+                         f"k {tuple(k.shape)}")
+    if v is not None and (v.dim() != 4 or v.shape[:3] != q.shape[:3]):
+        raise ValueError(f"v must have shape (B, H, N, Dv) with the (B, H, N) of q "
+                         f"{tuple(q.shape[:3])}; got {tuple(v.shape)}")
     if key_padding_mask is not None:
         B, _, N, _ = q.shape
         if key_padding_mask.shape != (B, N) or key_padding_mask.dtype != torch.bool:
@@ -87,23 +113,28 @@ def zero_padded(x: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch
     return x * key_padding_mask[:, None, :, None].to(x.dtype)
 
 
+def in_compute_dtype(fn: Callable[..., torch.Tensor], q: torch.Tensor, k: torch.Tensor,
+                     v: torch.Tensor | None, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """The numeric policy of every attention: ``fn(q, k, v, *args, **kwargs)`` on q, k, v (v may
+    be None) in :func:`lotformer.sinkhorn.compute_dtype` of q's dtype (float32, or float64 for
+    float64 input) with autocast disabled. Returns what ``fn`` returns, not cast back."""
+    dt = compute_dtype(q.dtype)
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        return fn(q.to(dt), k.to(dt), None if v is None else v.to(dt), *args, **kwargs)
+
+
 Forward = Callable[..., torch.Tensor]
 
 
-def computes_in_float32(forward: Forward) -> Forward:
-    """Decorator for a backend's `forward`: checks shapes, then runs it on q, k, v upcast to
-    at least float32 with autocast off, and casts the output back to the input dtype.
-
-    For backends whose math (normalisations, iterative solves) is unsafe in half precision.
-    """
+def _checked_float32(forward: Forward) -> Forward:
+    """Wrap a backend's ``forward``: :func:`check_qkv`, then :func:`in_compute_dtype`, then the
+    output cast back to the input dtype. Applied to every backend by the base class."""
 
     @functools.wraps(forward)
     def wrapped(self, q, k, v, key_padding_mask=None):
         check_qkv(q, k, v, key_padding_mask)
-        dtype = q.dtype
-        compute = torch.promote_types(dtype, torch.float32)
-        with torch.autocast(device_type=q.device.type, enabled=False):
-            out = forward(self, q.to(compute), k.to(compute), v.to(compute), key_padding_mask)
-        return out.to(dtype)
+        out = in_compute_dtype(functools.partial(forward, self), q, k, v, key_padding_mask)
+        return out.to(q.dtype)
 
+    wrapped._checked_float32 = True
     return wrapped

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lotformer.attention.base import AttentionBackend, check_qkv, zero_padded
+from lotformer.attention.base import AttentionBackend, zero_padded
 from lotformer.attention.registry import register_attention
 
 
@@ -41,7 +41,6 @@ class LinearAttention(AttentionBackend):
         self.eps = eps
 
     def forward(self, q, k, v, key_padding_mask=None):
-        check_qkv(q, k, v, key_padding_mask)
         phi_q = elu_feature_map(q)  # (B, H, N, D)
         phi_k = zero_padded(elu_feature_map(k), key_padding_mask)  # (B, H, N, D)
         v = zero_padded(v, key_padding_mask)  # (B, H, N, Dv)

@@ -28,7 +28,7 @@ import math
 import torch
 from torch import nn
 
-from lotformer.attention.base import AttentionBackend, check_qkv, zero_padded
+from lotformer.attention.base import AttentionBackend, zero_padded
 from lotformer.attention.registry import register_attention
 
 _INITS = ("normal", "identity")
@@ -80,7 +80,6 @@ class LinformerAttention(AttentionBackend):
                 nn.init.normal_(weight, std=1.0 / math.sqrt(self.max_len + self.proj_dim))
 
     def forward(self, q, k, v, key_padding_mask=None):
-        check_qkv(q, k, v, key_padding_mask)
         N = q.shape[-2]
         if N > self.max_len:
             raise ValueError(

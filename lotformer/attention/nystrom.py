@@ -25,8 +25,8 @@ in the paper's LRA runs (kernel 33 there), one filter per head. It is off by def
 backend is a pure approximation of softmax attention and the landmarks = N identity is
 testable.
 
-The whole computation runs in float32 (float64 for float64 inputs) with autocast disabled,
-because the pseudo-inverse iteration diverges in half precision; the output is cast back.
+The whole computation runs in float32 (float64 for float64 inputs) with autocast disabled
+(the policy of every backend, base.py), because the pseudo-inverse iteration diverges in half precision; the output is cast back.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lotformer.attention.base import AttentionBackend, computes_in_float32, zero_padded
+from lotformer.attention.base import AttentionBackend, zero_padded
 from lotformer.attention.registry import register_attention
 
 
@@ -105,7 +105,6 @@ class NystromAttention(AttentionBackend):
             self.conv = nn.Conv2d(num_heads, num_heads, kernel_size=(conv_kernel, 1),
                                   padding=(conv_kernel // 2, 0), groups=num_heads, bias=False)
 
-    @computes_in_float32
     def forward(self, q, k, v, key_padding_mask=None):
         v = zero_padded(v, key_padding_mask)  # (B, H, N, Dv)
         if self.num_landmarks >= q.shape[-2]:

@@ -35,7 +35,7 @@ import math
 
 import torch
 
-from lotformer.attention.base import AttentionBackend, check_qkv, zero_padded
+from lotformer.attention.base import AttentionBackend, zero_padded
 from lotformer.attention.registry import register_attention
 
 
@@ -99,7 +99,6 @@ class PerformerAttention(AttentionBackend):
         return features / math.sqrt(self.num_features) + self.feature_eps
 
     def forward(self, q, k, v, key_padding_mask=None):
-        check_qkv(q, k, v, key_padding_mask)
         if self.training and self.redraw_interval > 0:
             if self._calls_since_draw >= self.redraw_interval:
                 self.redraw_features()

@@ -32,7 +32,8 @@ concatenated queries and keys, and the regulariser is a small ridge instead of a
 and symmetrically rescaling the landmark kernel matrix. With normalize=True the approximate
 denominator is floored at `eps` (a Nyström estimate of a positive sum can be non-positive).
 
-Runs in float32 (float64 for float64 inputs) with autocast disabled, since the linear solve
+Runs in float32 (float64 for float64 inputs) with autocast disabled (the policy of every
+backend, base.py), since the linear solve
 has no half-precision kernel; the output is cast back to the input dtype.
 """
 
@@ -40,7 +41,7 @@ from __future__ import annotations
 
 import torch
 
-from lotformer.attention.base import AttentionBackend, computes_in_float32, zero_padded
+from lotformer.attention.base import AttentionBackend, zero_padded
 from lotformer.attention.nystrom import segment_means
 from lotformer.attention.registry import register_attention
 
@@ -91,7 +92,6 @@ class SkyformerAttention(AttentionBackend):
         self.ridge = ridge
         self.eps = eps
 
-    @computes_in_float32
     def forward(self, q, k, v, key_padding_mask=None):
         if self.num_features >= q.shape[-2]:
             return gaussian_kernel_attention(q, k, v, key_padding_mask, normalize=self.normalize)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from lotformer.attention.base import AttentionBackend, check_qkv
+from lotformer.attention.base import AttentionBackend
 from lotformer.attention.registry import register_attention
 
 
@@ -24,7 +24,6 @@ class SoftmaxAttention(AttentionBackend):
         self.dropout = dropout
 
     def forward(self, q, k, v, key_padding_mask=None):
-        check_qkv(q, k, v, key_padding_mask)
         attn_mask = None
         if key_padding_mask is not None:
             attn_mask = key_padding_mask[:, None, None, :]  # (B, 1, 1, N), True = attend

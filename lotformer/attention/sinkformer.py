@@ -16,7 +16,8 @@ grows. `n_iters = 0` is softmax attention; Sinkformers' count of alternating nor
 (where 1 = softmax) corresponds to 2 * n_iters + 1.
 
 Cost: O(n^2) time and memory per head (the map is dense), like softmax. The Sinkhorn loop
-always runs in float32 (float64 if the inputs are float64) with autocast disabled; the output
+always runs in float32 (float64 if the inputs are float64) with autocast disabled (the policy
+of every backend, base.py); the output
 is cast back to the input dtype.
 """
 
@@ -26,7 +27,7 @@ import math
 
 import torch
 
-from lotformer.attention.base import AttentionBackend, computes_in_float32
+from lotformer.attention.base import AttentionBackend
 from lotformer.attention.registry import register_attention
 
 # Finite stand-in for -inf on masked score entries: exp() of it is exactly 0, and unlike
@@ -92,7 +93,6 @@ class SinkhornAttention(AttentionBackend):
             raise ValueError(f"n_iters must be >= 0 (0 = softmax), got {n_iters}")
         self.n_iters = n_iters
 
-    @computes_in_float32
     def forward(self, q, k, v, key_padding_mask=None):
         attn = sinkhorn_attention_map(q, k, key_padding_mask, n_iters=self.n_iters)  # (B, H, N, N)
         return attn @ v  # (B, H, N, D)
