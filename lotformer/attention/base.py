@@ -106,6 +106,15 @@ def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None = None,
             )
 
 
+def option_at_most_max_len(options: Mapping[str, Any], key: str, default: int, max_len: int,
+                           message: str) -> None:
+    """For :meth:`AttentionBackend.check_options`: raise ValueError(``message`` formatted with
+    ``value`` and ``max_len``) when option ``key`` (``default`` when unset) exceeds max_len."""
+    value = options.get(key, default)
+    if value > max_len:
+        raise ValueError(message.format(value=value, max_len=max_len))
+
+
 def zero_padded(x: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch.Tensor:
     """Zero the padded positions of a (B, H, N, D) tensor."""
     if key_padding_mask is None:

@@ -28,7 +28,7 @@ import math
 import torch
 from torch import nn
 
-from lotformer.attention.base import AttentionBackend, zero_padded
+from lotformer.attention.base import AttentionBackend, option_at_most_max_len, zero_padded
 from lotformer.attention.registry import register_attention
 
 _INITS = ("normal", "identity")
@@ -43,11 +43,10 @@ class LinformerAttention(AttentionBackend):
 
     @classmethod
     def check_options(cls, options, *, max_len):
-        proj_dim = options.get("proj_dim", 128)
-        if proj_dim > max_len:
-            raise ValueError(
-                f"Linformer projects the sequence to attn.proj_dim={proj_dim} rows, more than "
-                f"its task.max_len={max_len} positions; use attn.proj_dim <= {max_len}.")
+        option_at_most_max_len(
+            options, "proj_dim", 128, max_len, "Linformer projects the sequence to "
+            "attn.proj_dim={value} rows, more than its task.max_len={max_len} positions; use "
+            "attn.proj_dim <= {max_len}.")
 
     def __init__(self, *, num_heads: int, head_dim: int, max_len: int | None = None,
                  proj_dim: int = 128, init: str = "normal") -> None:

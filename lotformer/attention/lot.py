@@ -53,7 +53,8 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from lotformer.attention.base import AttentionBackend, check_qkv, in_compute_dtype
+from lotformer.attention.base import (AttentionBackend, check_qkv, in_compute_dtype,
+                                      option_at_most_max_len)
 from lotformer.attention.registry import register_attention
 from lotformer.sinkhorn import check_solver_options, implicit_backward, sinkhorn_plan_scaled
 
@@ -363,11 +364,10 @@ class LOTAttention(AttentionBackend):
 
     @classmethod
     def check_options(cls, options, *, max_len):
-        rank = options.get("rank", 32)
-        if rank > max_len:
-            raise ValueError(
-                f"LOT rank attn.rank={rank} is larger than the sequence length task.max_len="
-                f"{max_len}; more pivots than tokens cannot help. Use attn.rank <= {max_len}.")
+        option_at_most_max_len(
+            options, "rank", 32, max_len, "LOT rank attn.rank={value} is larger than the sequence "
+            "length task.max_len={max_len}; more pivots than tokens cannot help. Use attn.rank <= "
+            "{max_len}.")
 
     def bench_fields(self):
         return {"rank": self.rank, "eps": self.eps, "n_iters": self.n_iters,

@@ -12,8 +12,9 @@ def _label(backend: str) -> str:
     """The backend's display title from the registry (its name when not registered)."""
     from lotformer.attention import available_attentions, attention_class
 
-    return attention_class(backend).title or backend if backend in available_attentions() \
-        else backend
+    if backend not in available_attentions():
+        return backend
+    return attention_class(backend).title or backend
 
 
 def _draw(ax, df, metric: str, colors: dict) -> int:
