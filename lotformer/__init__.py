@@ -11,7 +11,7 @@ from lotformer.attention import (
     register_attention,
 )
 from lotformer.encoder import LRAEncoder
-from lotformer.lot import LOTAttention, lot_attention, lot_attention_matrix
+from lotformer.attention.lot import LOTAttention, lot_attention, lot_attention_matrix
 
 __all__ = [
     "AttentionBackend",

@@ -87,10 +87,13 @@ from torch.utils.checkpoint import checkpoint
 __all__ = [
     "ABSORB_EVERY",
     "GRAD_MODES",
+    "check_solver_options",
+    "compute_dtype",
+    "half_update_schedule",
+    "implicit_backward",
     "log_sinkhorn",
     "sinkhorn_plan",
     "sinkhorn_plan_scaled",
-    "half_update_schedule",
 ]
 
 GRAD_MODES = ("implicit", "recompute", "unrolled")
@@ -104,7 +107,9 @@ _NEG_INF = float("-inf")
 # --------------------------------------------------------------------------------------------
 # small helpers
 # --------------------------------------------------------------------------------------------
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the solver (and every attention backend) computes in: float64 for float64
+    input, float32 for everything else (half-precision inputs are upcast)."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
@@ -302,7 +307,7 @@ def _fused_cpu_updates():
         return None
     if _cpu_kernels is None:
         try:
-            from lotformer import cpu_kernels
+            import lotformer.cpu_kernels as cpu_kernels
         except ImportError as err:  # pragma: no cover - numba is a dependency
             warnings.warn(f"numba is not importable ({err}); the CPU Sinkhorn solver falls back "
                           "to BLAS matrix-vector products (about 1.5x slower)")
@@ -419,11 +424,14 @@ def _plan_autograd(X, log_a, log_b, first, n_half, absorb_every, zero_rows, zero
 # --------------------------------------------------------------------------------------------
 # implicit differentiation
 # --------------------------------------------------------------------------------------------
-def _implicit_backward(P: torch.Tensor, dP, eliminate_rows: bool,
-                       exact_rows: torch.Tensor | None = None,
-                       exact_cols: torch.Tensor | None = None,
-                       buf: torch.Tensor | None = None):
-    """Adjoint of the entropic plan at (approximately) its fixed point.
+def implicit_backward(P: torch.Tensor, dP, eliminate_rows: bool,
+                      exact_rows: torch.Tensor | None = None,
+                      exact_cols: torch.Tensor | None = None,
+                      buf: torch.Tensor | None = None):
+    """Adjoint of the entropic plan at (approximately) its fixed point: the backward pass of
+    ``grad_mode="implicit"``, public for callers that fuse it into their own autograd node (LOT
+    attention does). P (Bf, n, m) is a flattened batch of plans; ``eliminate_rows`` says which
+    side the linear system eliminates (True when n >= m: the system is then m x m).
 
     For P = exp(X + F + G) with P 1 = a, P^T 1 = b and upstream dP = dL/dP, H = dP * P:
     dL/dX = P * (dP - alpha 1^T - 1 beta^T), dL/da = alpha, dL/db = beta, where
@@ -441,7 +449,7 @@ def _implicit_backward(P: torch.Tensor, dP, eliminate_rows: bool,
     """
     if not eliminate_rows:
         dPt = (lambda out: dP(out.transpose(-1, -2))) if callable(dP) else dP.transpose(-1, -2)
-        dXt, beta_t, alpha_t = _implicit_backward(
+        dXt, beta_t, alpha_t = implicit_backward(
             P.transpose(-1, -2), dPt, True, exact_rows=exact_cols,
             buf=None if buf is None else buf.transpose(-1, -2))
         return dXt.transpose(-1, -2), alpha_t, beta_t
@@ -498,7 +506,7 @@ class _ImplicitSinkhornPlan(torch.autograd.Function):
         # the marginal of the last update is exact: use it instead of summing the plan
         exact_rows = torch.exp(log_a).squeeze(-1) if ctx.last == "row" else None
         exact_cols = torch.exp(log_b).squeeze(-2) if ctx.last == "col" else None
-        dX, alpha, beta = _implicit_backward(P, dP.contiguous(), eliminate_rows=n >= m,
+        dX, alpha, beta = implicit_backward(P, dP.contiguous(), eliminate_rows=n >= m,
                                              exact_rows=exact_rows, exact_cols=exact_cols)
         dlog_a = alpha.unsqueeze(-1) * torch.exp(log_a) if ctx.needs_input_grad[1] else None
         dlog_b = beta.unsqueeze(-2) * torch.exp(log_b) if ctx.needs_input_grad[2] else None
@@ -516,19 +524,23 @@ def _prepare(X: torch.Tensor, log_a: torch.Tensor, log_b: torch.Tensor):
         raise ValueError(f"log_a must end in n={n} and log_b in m={m}; got log_a "
                          f"{tuple(log_a.shape)}, log_b {tuple(log_b.shape)} for S {tuple(X.shape)}")
     batch = torch.broadcast_shapes(X.shape[:-2], log_a.shape[:-1], log_b.shape[:-1])
-    dt = _compute_dtype(X.dtype)
+    dt = compute_dtype(X.dtype)
     Xf = X.to(dt).expand(*batch, n, m).reshape(-1, n, m)
     la = log_a.to(dt).expand(*batch, n).reshape(-1, n, 1)
     lb = log_b.to(dt).expand(*batch, m).reshape(-1, 1, m)
     return Xf, la, lb, batch
 
 
-def _check_common(eps, n_half, grad_mode, absorb_every):
+def check_solver_options(eps: float, n_iters: int, grad_mode: str,
+                         absorb_every: int | None = None) -> None:
+    """The one check of the solver's options; raises ValueError saying what is wrong. The
+    public entry points call it once; :func:`sinkhorn_plan_scaled` (a building block for
+    callers that validated their own options, such as LOT attention) does not."""
     if not (isinstance(eps, (int, float)) and not isinstance(eps, bool)) or not (eps > 0) \
             or not math.isfinite(eps):
         raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
-    if not isinstance(n_half, int) or isinstance(n_half, bool) or n_half < 1:
-        raise ValueError(f"the number of iterations must be an int >= 1, got {n_half!r}")
+    if not isinstance(n_iters, int) or isinstance(n_iters, bool) or n_iters < 1:
+        raise ValueError(f"n_iters must be an int >= 1, got {n_iters!r}")
     if grad_mode not in GRAD_MODES:
         raise ValueError(f"unknown grad_mode {grad_mode!r}; valid choices: {', '.join(GRAD_MODES)}")
     if absorb_every is not None and (not isinstance(absorb_every, int) or absorb_every < 1):
@@ -546,8 +558,9 @@ def sinkhorn_plan_scaled(X: torch.Tensor, log_a: torch.Tensor, log_b: torch.Tens
     ``zero_rows=False`` / ``zero_cols=False`` are speed hints: the caller guarantees that no row /
     column has zero mass (``log_a`` / ``log_b`` has no -inf); with the default True any line may.
     Returns P (batch..., n, m) in float32 (float64 for float64 input), autocast disabled.
+    The options are not checked here: validate them once with :func:`check_solver_options`
+    (``n_iters=n_half``) where they enter.
     """
-    _check_common(1.0, n_half, grad_mode, absorb_every)
     with torch.autocast(device_type=X.device.type, enabled=False):
         Xf, la, lb, batch = _prepare(X, log_a, log_b)
         needs_grad = torch.is_grad_enabled() and (Xf.requires_grad or la.requires_grad
@@ -574,11 +587,11 @@ def sinkhorn_plan(S: torch.Tensor, log_a: torch.Tensor, log_b: torch.Tensor, eps
     update from g = 0 (the transpose problem), column sums exact. ``grad_mode`` and
     ``absorb_every`` (None: automatic) as in the module docstring.
     """
-    _check_common(eps, n_iters, grad_mode, absorb_every)
+    check_solver_options(eps, n_iters, grad_mode, absorb_every)
     if last not in ("row", "col"):
         raise ValueError(f"last must be 'row' or 'col', got {last!r}")
     first = "col" if last == "row" else "row"
-    X = S.to(_compute_dtype(S.dtype)) / eps  # upcast before dividing (bf16 / fp16 inputs)
+    X = S.to(compute_dtype(S.dtype)) / eps  # upcast before dividing (bf16 / fp16 inputs)
     return sinkhorn_plan_scaled(X, log_a, log_b, first=first, n_half=2 * n_iters,
                                 grad_mode=grad_mode, absorb_every=absorb_every)
 
@@ -595,12 +608,12 @@ def log_sinkhorn(S: torch.Tensor, log_a: torch.Tensor, log_b: torch.Tensor, eps:
     The potentials are computed without autograd (use :func:`sinkhorn_plan` for gradients) and are
     returned in float32 (float64 for float64 input), in units of S.
     """
-    _check_common(eps, n_iters, "implicit", absorb_every)
+    check_solver_options(eps, n_iters, "implicit", absorb_every)
     if last not in ("row", "col"):
         raise ValueError(f"last must be 'row' or 'col', got {last!r}")
     first = "col" if last == "row" else "row"
     with torch.no_grad(), torch.autocast(device_type=S.device.type, enabled=False):
-        Xf, la, lb, batch = _prepare(S.to(_compute_dtype(S.dtype)) / eps, log_a, log_b)
+        Xf, la, lb, batch = _prepare(S.to(compute_dtype(S.dtype)) / eps, log_a, log_b)
         floor = _floor_exponent(Xf.dtype)
         seq = half_update_schedule(first, 2 * n_iters)
         F, G, _ = _solve_potentials(Xf, la, lb, seq[:-1], absorb_every, floor, True, True,

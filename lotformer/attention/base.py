@@ -8,6 +8,15 @@ A backend receives projected heads and returns the mixed values:
 not depend on anything at padded positions; padded keys receive no weight. Projections and
 the head split/merge live once, in `MultiHeadAttention` (lotformer/attention/multihead.py).
 
+What every backend gets from this base class without writing it (``forward`` is wrapped when
+the subclass is defined, see :meth:`AttentionBackend.__init_subclass__`):
+
+* one validation of its inputs, :func:`check_qkv` (shapes, floating dtypes, the mask);
+* one numeric policy, :func:`in_compute_dtype`: the math runs on q, k, v in float32 (float64
+  for float64 input) with autocast disabled, and the output is cast back to the input dtype.
+  (The LRA setup keeps attention math in float32 under mixed precision; normalisations and
+  iterative solves are unsafe in half precision anyway.)
+
 Optional dense view, for diagnostics on small N (N <= DENSE_MAP_MAX_LEN):
 
     attention_matrix(q, k, key_padding_mask=None) -> A      # (B, H, N, N)
@@ -27,6 +36,8 @@ from typing import Any, Callable, ClassVar, Mapping
 import torch
 from torch import nn
 
+from lotformer.sinkhorn import compute_dtype
+
 DENSE_MAP_MAX_LEN = 4096  # largest N for which `attention_matrix` forms the (N, N) map
 
 
@@ -41,7 +52,6 @@ class AttentionBackend(nn.Module):
     records for it).
     """
 
-    backend_name: ClassVar[str] = ""  # set by @register_attention
     title: ClassVar[str] = ""  # display name, e.g. "Nyströmformer"
     published_names: ClassVar[tuple[str, ...]] = ()  # e.g. ("Transformer", "Self-attention")
 
@@ -54,6 +64,13 @@ class AttentionBackend(nn.Module):
         """Extra fields a benchmark records for this module (e.g. LOT's rank and iterations)."""
         return {}
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Give the subclass's own ``forward`` the shared input check and float32 policy."""
+        super().__init_subclass__(**kwargs)
+        forward = cls.__dict__.get("forward")
+        if forward is not None and not getattr(forward, "_checked_float32", False):
+            cls.forward = _checked_float32(forward)
+
     def __init__(self, *, num_heads: int, head_dim: int, max_len: int | None = None) -> None:
         super().__init__()
         if num_heads < 1 or head_dim < 1:
@@ -62,7 +79,7 @@ class AttentionBackend(nn.Module):
         self.head_dim = head_dim
         self.max_len = max_len
 
-    def forward(
+    def forward(  # subclasses implement it; it receives checked q, k, v in float32 / float64
         self,
         q: torch.Tensor,  # (B, H, N, D)
         k: torch.Tensor,  # (B, H, N, D)
@@ -80,21 +97,30 @@ class AttentionBackend(nn.Module):
         """The dense map A this backend applies (see the module docstring); N must be at most
         DENSE_MAP_MAX_LEN. Backends implement it under the :func:`dense_map` decorator."""
         raise NotImplementedError(
-            f"attention backend {self.backend_name or type(self).__name__!r} does not provide "
-            "a dense attention map (attention_matrix)")
+            f"attention backend {type(self).__name__!r} does not provide a dense attention map "
+            "(attention_matrix)")
 
     def extra_repr(self) -> str:
         return f"num_heads={self.num_heads}, head_dim={self.head_dim}, max_len={self.max_len}"
 
 
-def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-              key_padding_mask: torch.Tensor | None) -> None:
-    """Raise a clear error when q, k, v and the mask disagree in shape."""
-    if q.dim() != 4 or k.shape != q.shape or v.shape[:3] != q.shape[:3]:
+def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None = None,
+              key_padding_mask: torch.Tensor | None = None) -> None:
+    """The one check of attention inputs: q, k (B, H, N, D), v (B, H, N, Dv) or None, all
+    floating point, and the (B, N) bool mask. Raises ValueError saying what is wrong."""
+    tensors = {"q": q, "k": k} if v is None else {"q": q, "k": k, "v": v}
+    bad = {name: t.dtype for name, t in tensors.items() if not t.is_floating_point()}
+    if bad:
         raise ValueError(
-            "attention expects q, k, v of shape (B, H, N, D) with equal B, H, N "
-            f"(and equal D for q and k); got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
-        )
+            "attention needs floating-point q, k, v (float32, float64, bfloat16 or float16); got "
+            + ", ".join(f"{name} {dtype}" for name, dtype in bad.items())
+            + ". Convert them first, e.g. q.float(); token ids go through an embedding first.")
+    if q.dim() != 4 or k.shape != q.shape:
+        raise ValueError(f"q and k must both have shape (B, H, N, D); got q {tuple(q.shape)}, "
+                         f"k {tuple(k.shape)}")
+    if v is not None and (v.dim() != 4 or v.shape[:3] != q.shape[:3]):
+        raise ValueError(f"v must have shape (B, H, N, Dv) with the (B, H, N) of q "
+                         f"{tuple(q.shape[:3])}; got {tuple(v.shape)}")
     if key_padding_mask is not None:
         B, _, N, _ = q.shape
         if key_padding_mask.shape != (B, N) or key_padding_mask.dtype != torch.bool:
@@ -104,6 +130,15 @@ def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
             )
 
 
+def option_at_most_max_len(options: Mapping[str, Any], key: str, default: int, max_len: int,
+                           message: str) -> None:
+    """For :meth:`AttentionBackend.check_options`: raise ValueError(``message`` formatted with
+    ``value`` and ``max_len``) when option ``key`` (``default`` when unset) exceeds max_len."""
+    value = options.get(key, default)
+    if value > max_len:
+        raise ValueError(message.format(value=value, max_len=max_len))
+
+
 def zero_padded(x: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch.Tensor:
     """Zero the padded positions of a (B, H, N, D) tensor."""
     if key_padding_mask is None:
@@ -111,64 +146,60 @@ def zero_padded(x: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch
     return x * key_padding_mask[:, None, :, None].to(x.dtype)
 
 
+def in_compute_dtype(fn: Callable[..., torch.Tensor], q: torch.Tensor, k: torch.Tensor,
+                     v: torch.Tensor | None, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """The numeric policy of every attention: ``fn(q, k, v, *args, **kwargs)`` on q, k, v (v may
+    be None) in :func:`lotformer.sinkhorn.compute_dtype` of q's dtype (float32, or float64 for
+    float64 input) with autocast disabled. Returns what ``fn`` returns, not cast back."""
+    dt = compute_dtype(q.dtype)
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        return fn(q.to(dt), k.to(dt), None if v is None else v.to(dt), *args, **kwargs)
+
+
 Forward = Callable[..., torch.Tensor]
 
 
-def computes_in_float32(forward: Forward) -> Forward:
-    """Decorator for a backend's `forward`: checks shapes, then runs it on q, k, v upcast to
-    at least float32 with autocast off, and casts the output back to the input dtype.
-
-    For backends whose math (normalisations, iterative solves) is unsafe in half precision.
-    """
+def _checked_float32(forward: Forward) -> Forward:
+    """Wrap a backend's ``forward``: :func:`check_qkv`, then :func:`in_compute_dtype`, then the
+    output cast back to the input dtype. Applied to every backend by the base class."""
 
     @functools.wraps(forward)
     def wrapped(self, q, k, v, key_padding_mask=None):
         check_qkv(q, k, v, key_padding_mask)
-        dtype = q.dtype
-        compute = torch.promote_types(dtype, torch.float32)
-        with torch.autocast(device_type=q.device.type, enabled=False):
-            out = forward(self, q.to(compute), k.to(compute), v.to(compute), key_padding_mask)
-        return out.to(dtype)
+        out = in_compute_dtype(functools.partial(forward, self), q, k, v, key_padding_mask)
+        return out.to(q.dtype)
 
+    wrapped._checked_float32 = True
     return wrapped
 
 
 MapMethod = Callable[..., torch.Tensor]
 
 
-def dense_map(*, float32: bool) -> Callable[[MapMethod], MapMethod]:
+def dense_map(method: MapMethod) -> MapMethod:
     """Decorator for a backend's `attention_matrix(q, k, key_padding_mask)`.
 
     Checks the shapes and N <= DENSE_MAP_MAX_LEN (a ValueError naming the limit), runs the
-    method (with `float32`, as :func:`computes_in_float32` does for `forward`: inputs upcast to
-    at least float32, autocast off, the map cast back to the input dtype) and zeroes the rows
-    at padded query positions.
+    method under the same numeric policy as `forward` (:func:`in_compute_dtype`; the map is cast
+    back to the input dtype) and zeroes the rows at padded query positions.
     """
 
-    def decorate(method: MapMethod) -> MapMethod:
-        @functools.wraps(method)
-        def wrapped(self, q, k, key_padding_mask=None):
-            check_qkv(q, k, k, key_padding_mask)
-            N = q.shape[-2]
-            if N > DENSE_MAP_MAX_LEN:
-                raise ValueError(
-                    f"attention_matrix forms the dense (N, N) map and is limited to N <= "
-                    f"DENSE_MAP_MAX_LEN = {DENSE_MAP_MAX_LEN}; got N = {N}. Use a shorter "
-                    "sequence (or a slice of it) for diagnostics.")
-            if float32:
-                dtype = q.dtype
-                compute = torch.promote_types(dtype, torch.float32)
-                with torch.autocast(device_type=q.device.type, enabled=False):
-                    attn = method(self, q.to(compute), k.to(compute), key_padding_mask).to(dtype)
-            else:
-                attn = method(self, q, k, key_padding_mask)  # (B, H, N, N)
-            if key_padding_mask is None:
-                return attn
-            return attn * key_padding_mask[:, None, :, None].to(attn.dtype)
+    @functools.wraps(method)
+    def wrapped(self, q, k, key_padding_mask=None):
+        check_qkv(q, k, None, key_padding_mask)
+        N = q.shape[-2]
+        if N > DENSE_MAP_MAX_LEN:
+            raise ValueError(
+                f"attention_matrix forms the dense (N, N) map and is limited to N <= "
+                f"DENSE_MAP_MAX_LEN = {DENSE_MAP_MAX_LEN}; got N = {N}. Use a shorter "
+                "sequence (or a slice of it) for diagnostics.")
+        attn = in_compute_dtype(lambda qq, kk, _v, mask: method(self, qq, kk, mask), q, k, None,
+                                key_padding_mask).to(q.dtype)  # (B, H, N, N)
+        if key_padding_mask is None:
+            return attn
+        return attn * key_padding_mask[:, None, :, None].to(attn.dtype)
 
-        return wrapped
-
-    return decorate
+    return wrapped
 
 
 def identity_values(q: torch.Tensor) -> torch.Tensor:  # (B, H, N, N)

@@ -33,7 +33,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from lotformer.attention.base import AttentionBackend, check_qkv, dense_map, identity_values
+from lotformer.attention.base import AttentionBackend, dense_map, identity_values
 from lotformer.attention.registry import register_attention
 
 
@@ -90,7 +90,6 @@ class BigBirdAttention(AttentionBackend):
         return layout & key_ok  # (B, nb, nb)
 
     def forward(self, q, k, v, key_padding_mask=None):
-        check_qkv(q, k, v, key_padding_mask)
         B, H, N, D = q.shape
         if N > self.max_len:
             raise ValueError(f"bigbird got length {N} > max_len={self.max_len}; rebuild with a "
@@ -142,7 +141,7 @@ class BigBirdAttention(AttentionBackend):
         out[batch, blocks] = rows
         return out.transpose(1, 2)  # (B, H, nb, b, Dv)
 
-    @dense_map(float32=False)
+    @dense_map
     def attention_matrix(self, q, k, key_padding_mask=None):
         """Softmax over each query's window, global and random key blocks (global query
         blocks: over all valid keys), zero elsewhere; read off the forward pass with v = I."""

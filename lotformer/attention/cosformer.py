@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from lotformer.attention.base import AttentionBackend, computes_in_float32, dense_map, zero_padded
+from lotformer.attention.base import AttentionBackend, dense_map, zero_padded
 from lotformer.attention.registry import register_attention
 
 
@@ -49,7 +49,6 @@ class CosformerAttention(AttentionBackend):
         self.reweight = reweight
         self.eps = eps
 
-    @computes_in_float32
     def forward(self, q, k, v, key_padding_mask=None):
         B, _, N, _ = q.shape
         phi_q = torch.relu(q)  # (B, H, N, D)
@@ -68,7 +67,7 @@ class CosformerAttention(AttentionBackend):
         num_s, den_s = _linear_terms(phi_q * sin, phi_k * sin, v)
         return (num_c + num_s) / (den_c + den_s).clamp_min(self.eps)[..., None]
 
-    @dense_map(float32=True)
+    @dense_map
     def attention_matrix(self, q, k, key_padding_mask=None):
         """s_ij = relu(q_i) . relu(k_j) cos(pi/2 (i - j) / M) over valid keys, rows divided by
         their sum (floored at eps); without re-weighting the cos factor is 1."""

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import torch
 
-from lotformer.attention.base import AttentionBackend, computes_in_float32, dense_map
+from lotformer.attention.base import AttentionBackend, dense_map
 from lotformer.attention.registry import register_attention
 
 
@@ -98,7 +98,6 @@ class ESPFormerAttention(AttentionBackend):
         distance = torch.cdist(q * D ** -0.5, k * D ** -0.5)  # (B, H, N, N)
         return plan, (plan * distance).sum(dim=(-2, -1))
 
-    @computes_in_float32
     def forward(self, q, k, v, key_padding_mask=None):
         # Online softmax over slices: only one N x N plan is alive at a time.
         best = acc = norm = None
@@ -116,7 +115,7 @@ class ESPFormerAttention(AttentionBackend):
             best = new_best
         return acc / norm  # (B, H, N, Dv)
 
-    @dense_map(float32=True)
+    @dense_map
     def attention_matrix(self, q, k, key_padding_mask=None):
         """sum_l w_l G_l from :meth:`slice_plans` (all L plans are held at once)."""
         plans, weights = self.slice_plans(q, k, key_padding_mask)  # (B, H, L, N, N), (B, H, L)

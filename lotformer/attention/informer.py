@@ -34,7 +34,6 @@ import torch
 
 from lotformer.attention.base import (
     AttentionBackend,
-    check_qkv,
     dense_map,
     identity_values,
     zero_padded,
@@ -85,7 +84,6 @@ class InformerAttention(AttentionBackend):
         return (top - mean).masked_fill(~valid[:, None, :], -torch.inf)
 
     def forward(self, q, k, v, key_padding_mask=None):
-        check_qkv(q, k, v, key_padding_mask)
         B, H, N, D = q.shape
         if N > self.max_len:
             raise ValueError(f"informer got length {N} > max_len={self.max_len}; rebuild with a "
@@ -110,7 +108,7 @@ class InformerAttention(AttentionBackend):
         index = picks[..., None].expand(-1, -1, -1, active.shape[-1])  # (B, H, u, Dv)
         return out.scatter(2, index, active)  # (B, H, N, Dv)
 
-    @dense_map(float32=False)
+    @dense_map
     def attention_matrix(self, q, k, key_padding_mask=None):
         """Active queries: softmax over the valid keys; lazy queries: uniform 1 / n_valid over
         them. Read off the forward pass with v = I (the key samples are a fixed table)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lotformer.attention.base import AttentionBackend, check_qkv, dense_map, zero_padded
+from lotformer.attention.base import AttentionBackend, dense_map, zero_padded
 from lotformer.attention.registry import register_attention
 
 
@@ -41,7 +41,6 @@ class LinearAttention(AttentionBackend):
         self.eps = eps
 
     def forward(self, q, k, v, key_padding_mask=None):
-        check_qkv(q, k, v, key_padding_mask)
         phi_q = elu_feature_map(q)  # (B, H, N, D)
         phi_k = zero_padded(elu_feature_map(k), key_padding_mask)  # (B, H, N, D)
         v = zero_padded(v, key_padding_mask)  # (B, H, N, Dv)
@@ -51,7 +50,7 @@ class LinearAttention(AttentionBackend):
         denominator = torch.einsum("bhnd,bhd->bhn", phi_q, key_sum)  # (B, H, N)
         return numerator / (denominator[..., None] + self.eps)  # (B, H, N, Dv)
 
-    @dense_map(float32=False)
+    @dense_map
     def attention_matrix(self, q, k, key_padding_mask=None):
         """phi(q) phi(k)^T over valid keys, rows divided by their sum + eps."""
         phi_k = zero_padded(elu_feature_map(k), key_padding_mask)  # (B, H, N, D)

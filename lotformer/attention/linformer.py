@@ -38,13 +38,8 @@ import math
 import torch
 from torch import nn
 
-from lotformer.attention.base import (
-    AttentionBackend,
-    check_qkv,
-    dense_map,
-    identity_values,
-    zero_padded,
-)
+from lotformer.attention.base import (AttentionBackend, dense_map, identity_values,
+                                      option_at_most_max_len, zero_padded)
 from lotformer.attention.registry import register_attention
 
 _INITS = ("normal", "identity")
@@ -61,11 +56,10 @@ class LinformerAttention(AttentionBackend):
 
     @classmethod
     def check_options(cls, options, *, max_len):
-        proj_dim = options.get("proj_dim", 128)
-        if proj_dim > max_len:
-            raise ValueError(
-                f"Linformer projects the sequence to attn.proj_dim={proj_dim} rows, more than "
-                f"its task.max_len={max_len} positions; use attn.proj_dim <= {max_len}.")
+        option_at_most_max_len(
+            options, "proj_dim", 128, max_len, "Linformer projects the sequence to "
+            "attn.proj_dim={value} rows, more than its task.max_len={max_len} positions; use "
+            "attn.proj_dim <= {max_len}.")
 
     def __init__(self, *, num_heads: int, head_dim: int, max_len: int | None = None,
                  proj_dim: int = 128, init: str = "normal", compat: str = "clean") -> None:
@@ -110,7 +104,6 @@ class LinformerAttention(AttentionBackend):
                 nn.init.normal_(weight, std=1.0 / math.sqrt(self.max_len + self.proj_dim))
 
     def forward(self, q, k, v, key_padding_mask=None):
-        check_qkv(q, k, v, key_padding_mask)
         N = q.shape[-2]
         if N > self.max_len:
             raise ValueError(
@@ -129,7 +122,7 @@ class LinformerAttention(AttentionBackend):
         scores = q @ k_proj.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, H, N, k)
         return torch.softmax(scores, dim=-1) @ v_proj  # (B, H, N, Dv)
 
-    @dense_map(float32=False)
+    @dense_map
     def attention_matrix(self, q, k, key_padding_mask=None):
         """softmax(q (E k)^T / sqrt(D)) F over the original positions, F with its padded columns
         zeroed: an (N, N) map of rank <= proj_dim, read off the forward pass with v = I."""

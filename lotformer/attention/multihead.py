@@ -11,13 +11,12 @@ from lotformer.attention.registry import build_attention
 class MultiHeadAttention(nn.Module):
     """Project to heads, mix with a registered backend, merge heads, project out.
 
-    The backend runs in float32 with autocast off (the LRA setup keeps attention math in
-    float32 under mixed precision); its output is cast back to the input dtype.
+    The backend computes in float32 with autocast off and returns the input dtype (the policy
+    every backend gets from :class:`~lotformer.attention.base.AttentionBackend`).
     """
 
     def __init__(self, dim: int, num_heads: int, *, attention: str = "softmax",
-                 max_len: int | None = None, attention_options: dict | None = None,
-                 float32_attention: bool = True) -> None:
+                 max_len: int | None = None, attention_options: dict | None = None) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"model dim {dim} is not divisible by num_heads {num_heads}")
@@ -25,7 +24,6 @@ class MultiHeadAttention(nn.Module):
         self.head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
-        self.float32_attention = float32_attention
         self.attention = build_attention(
             attention, num_heads=num_heads, head_dim=self.head_dim, max_len=max_len,
             **(attention_options or {}),
@@ -35,11 +33,6 @@ class MultiHeadAttention(nn.Module):
         B, N, _ = x.shape  # x: (B, N, dim)
         qkv = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, N, D)
-        if self.float32_attention:
-            with torch.autocast(device_type=x.device.type, enabled=False):
-                mixed = self.attention(q.float(), k.float(), v.float(), key_padding_mask)
-            mixed = mixed.to(qkv.dtype)
-        else:
-            mixed = self.attention(q, k, v, key_padding_mask)  # (B, H, N, D)
+        mixed = self.attention(q, k, v, key_padding_mask)  # (B, H, N, D)
         merged = mixed.transpose(1, 2).reshape(B, N, self.num_heads * self.head_dim)  # (B, N, dim)
         return self.out(merged)

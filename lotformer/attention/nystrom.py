@@ -35,8 +35,8 @@ A are not masked, F3 masks padded keys; and the pseudo-inverse starts from
 Z = A^T / (max column sum over the whole batch and all heads) instead of one scale per
 batch element and head. The landmarks >= N exact path is the same in both modes.
 
-The whole computation runs in float32 (float64 for float64 inputs) with autocast disabled,
-because the pseudo-inverse iteration diverges in half precision; the output is cast back.
+The whole computation runs in float32 (float64 for float64 inputs) with autocast disabled
+(the policy of every backend, base.py), because the pseudo-inverse iteration diverges in half precision; the output is cast back.
 """
 
 from __future__ import annotations
@@ -47,13 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lotformer.attention.base import (
-    AttentionBackend,
-    computes_in_float32,
-    dense_map,
-    identity_values,
-    zero_padded,
-)
+from lotformer.attention.base import AttentionBackend, dense_map, identity_values, zero_padded
 from lotformer.attention.registry import register_attention
 
 
@@ -135,7 +129,6 @@ class NystromAttention(AttentionBackend):
             self.conv = nn.Conv2d(num_heads, num_heads, kernel_size=(conv_kernel, 1),
                                   padding=(conv_kernel // 2, 0), groups=num_heads, bias=False)
 
-    @computes_in_float32
     def forward(self, q, k, v, key_padding_mask=None):
         v = zero_padded(v, key_padding_mask)  # (B, H, N, Dv)
         if self.num_landmarks >= q.shape[-2]:
@@ -193,7 +186,7 @@ class NystromAttention(AttentionBackend):
         a_pinv = iterative_pinv(a, self.pinv_iters, global_init=True)  # (B, H, m, m)
         return (f1 @ a_pinv) @ (f3 @ v)  # (B, H, N, Dv)
 
-    @dense_map(float32=True)
+    @dense_map
     def attention_matrix(self, q, k, key_padding_mask=None):
         """F1 pinv(A) F3 (+ the convolution's banded map when conv_kernel > 0), in every mode:
         the factors applied to v = I by the forward pass."""

@@ -44,13 +44,7 @@ import math
 
 import torch
 
-from lotformer.attention.base import (
-    AttentionBackend,
-    check_qkv,
-    dense_map,
-    identity_values,
-    zero_padded,
-)
+from lotformer.attention.base import AttentionBackend, dense_map, identity_values, zero_padded
 from lotformer.attention.registry import register_attention
 
 
@@ -121,7 +115,6 @@ class PerformerAttention(AttentionBackend):
         return features / math.sqrt(self.num_features) + self.feature_eps
 
     def forward(self, q, k, v, key_padding_mask=None):
-        check_qkv(q, k, v, key_padding_mask)
         if self.training and self.redraw_interval > 0:
             if self._calls_since_draw >= self.redraw_interval:
                 self.redraw_features()
@@ -171,7 +164,7 @@ class PerformerAttention(AttentionBackend):
         denominator = torch.einsum("bhnm,bhm->bhn", phi_q, phi_k.sum(dim=-2))  # (B, H, N)
         return torch.einsum("bhnm,bhme->bhne", phi_q, context) / denominator[..., None]
 
-    @dense_map(float32=False)
+    @dense_map
     def attention_matrix(self, q, k, key_padding_mask=None):
         """phi(q) phi(k)^T over valid keys, rows normalised, for the current projection (no
         redraw). Harness mode: read off `_harness` with identity values; padded keys stay in

@@ -35,7 +35,6 @@ import torch.nn.functional as F
 
 from lotformer.attention.base import (
     AttentionBackend,
-    computes_in_float32,
     dense_map,
     identity_values,
 )
@@ -85,7 +84,6 @@ class ReformerAttention(AttentionBackend):
         rotated = torch.einsum("bhnd,rdk->bhrnk", keys, self.rotations.to(keys.dtype))
         return torch.cat([rotated, -rotated], dim=-1).argmax(dim=-1)  # (B, H, R, N)
 
-    @computes_in_float32
     def forward(self, q, k, v, key_padding_mask=None):
         B, H, N, D = q.shape
         c = self.bucket_size
@@ -130,7 +128,7 @@ class ReformerAttention(AttentionBackend):
         out = torch.exp(scores - lse[..., None]) @ sv  # (B, H, R, nc, c, Dv)
         return out.view(B, H, R, Np, -1), lse.view(B, H, R, Np)
 
-    @dense_map(float32=True)
+    @dense_map
     def attention_matrix(self, q, k, key_padding_mask=None):
         """Sum over hash rounds of the round weight times the softmax over the query's chunk and
         the previous one (a key found in several rounds counts in each); zero outside them.

@@ -24,7 +24,6 @@ def register_attention(name: str) -> Callable[[T], T]:
             raise ValueError(f"attention backend {name!r} is registered twice "
                              f"({_REGISTRY[name].__module__} and {cls.__module__})")
         _REGISTRY[name] = cls
-        cls.backend_name = name
         return cls
 
     return decorate

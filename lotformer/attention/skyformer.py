@@ -32,19 +32,8 @@ concatenated queries and keys, and the regulariser is a small ridge instead of a
 and symmetrically rescaling the landmark kernel matrix. With normalize=True the approximate
 denominator is floored at `eps` (a Nyström estimate of a positive sum can be non-positive).
 
-Harness compatibility (`compat`). "clean" (default) is the method above: deterministic
-segment-mean key landmarks and ridge 1e-3. "harness" replays the LRA harness
-(pkuzengqi/Skyformer src/models/attention_skyformer.py, normalize=False): q, k zeroed at padded
-positions and scaled by D^(-1/4) (the harness hard-codes 32^(-1/4), its head_dim);
-`num_features` landmark rows sampled uniformly WITH replacement from the real rows of
-[q; k] (the first half from the first n_valid queries, the second half from the first
-n_valid keys, one uniform draw shared by the batch and heads, redrawn from the global torch
-RNG on every call, eval included); W = kappa(S, S) + 0.1 I symmetrically rescaled as
-D^(-1/2) W D^(-1/2) with D its row sums, inverted with the 6-step Nyströmformer iteration
-started from the batch-global maximum column sum; out = kappa(Q, S) D^(-1/2) pinv(.)
-D^(-1/2) kappa(S, K) v. The sampling assumes prefix padding, as the harness does.
-
-Runs in float32 (float64 for float64 inputs) with autocast disabled, since the linear solve
+Runs in float32 (float64 for float64 inputs) with autocast disabled (the policy of every
+backend, base.py), since the linear solve
 has no half-precision kernel; the output is cast back to the input dtype.
 """
 
@@ -53,13 +42,7 @@ from __future__ import annotations
 
 import torch
 
-from lotformer.attention.base import (
-    AttentionBackend,
-    computes_in_float32,
-    dense_map,
-    identity_values,
-    zero_padded,
-)
+from lotformer.attention.base import AttentionBackend, dense_map, identity_values, zero_padded
 from lotformer.attention.nystrom import iterative_pinv, segment_means
 from lotformer.attention.registry import register_attention
 
@@ -129,7 +112,6 @@ class SkyformerAttention(AttentionBackend):
         self.ridge = ridge
         self.eps = eps
 
-    @computes_in_float32
     def forward(self, q, k, v, key_padding_mask=None):
         if self.compat == "harness":
             return self._harness(q, k, v, key_padding_mask)
@@ -189,7 +171,7 @@ class SkyformerAttention(AttentionBackend):
         context = key_side.transpose(-1, -2) @ zero_padded(v, valid)  # (B, H, m, Dv)
         return query_land @ context  # (B, H, N, Dv)
 
-    @dense_map(float32=True)
+    @dense_map
     def attention_matrix(self, q, k, key_padding_mask=None):
         """kappa(Q, L) (kappa(L, L) + ridge I)^-1 kappa(L, K) over valid keys (rows normalised
         when `normalize`), the factors applied to v = I by the forward pass. Harness mode has no

@@ -10,7 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from lotformer.attention.base import AttentionBackend, check_qkv, dense_map, masked_softmax
+from lotformer.attention.base import AttentionBackend, dense_map, masked_softmax
 from lotformer.attention.registry import register_attention
 
 
@@ -27,7 +27,6 @@ class SoftmaxAttention(AttentionBackend):
         self.dropout = dropout
 
     def forward(self, q, k, v, key_padding_mask=None):
-        check_qkv(q, k, v, key_padding_mask)
         attn_mask = None
         if key_padding_mask is not None:
             attn_mask = key_padding_mask[:, None, None, :]  # (B, 1, 1, N), True = attend
@@ -35,7 +34,7 @@ class SoftmaxAttention(AttentionBackend):
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
         )
 
-    @dense_map(float32=False)
+    @dense_map
     def attention_matrix(self, q, k, key_padding_mask=None):
         """softmax(q k^T / sqrt(D)) over the valid keys (eval mode: no dropout)."""
         scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, H, N, N)

@@ -1,14 +1,12 @@
 """The attention contract, checked for every registered backend.
 
 Parametrized over `available_attentions()`, so a backend is covered the moment it registers.
-Each backend is built with small settings that fit the test sizes (SMALL_OPTIONS); options a
-backend's constructor does not take are dropped, and a backend without an entry is built with
+Each backend is built with small settings that fit the test sizes (SMALL_OPTIONS), passed
+as they are (a key the backend does not take fails); a backend without an entry is built with
 its defaults.
 """
 
 from __future__ import annotations
-
-import inspect
 
 import pytest
 import torch
@@ -22,14 +20,14 @@ from lotformer.attention import (
 
 BACKENDS = available_attentions()
 
-# Small per-backend settings; keys a backend does not accept are ignored (see build_small).
+# Small per-backend settings, every key an option of that backend (build_small passes them all).
 SMALL_OPTIONS: dict[str, dict] = {
     "linformer": {"proj_dim": 8},
     "nystrom": {"num_landmarks": 8, "conv_kernel": 3},
     "skyformer": {"num_features": 8},
     "performer": {"num_features": 16},
     "sinkhorn": {"n_iters": 3},
-    "lot": {"rank": 4, "r": 4, "num_pivots": 4},
+    "lot": {"rank": 4},
     "bigbird": {"block_size": 4, "window_blocks": 3, "num_random_blocks": 1},
     "informer": {"factor": 2},
     "reformer": {"num_hashes": 2, "bucket_size": 4},
@@ -45,12 +43,10 @@ KEY_FREE = {"reformer"}
 def build_small(name: str, *, num_heads: int, head_dim: int, n: int,
                 dtype: torch.dtype = torch.float32, seed: int = 0, **overrides) -> torch.nn.Module:
     """Backend `name` sized for sequences of length <= n, in eval mode; `overrides` replace
-    or add options."""
-    accepted = inspect.signature(attention_class(name).__init__).parameters
-    options = {k: v for k, v in SMALL_OPTIONS.get(name, {}).items() if k in accepted}
-    options.update(overrides)
+    or add options (every key must be an option of the backend)."""
     torch.manual_seed(seed)
-    attn = build_attention(name, num_heads=num_heads, head_dim=head_dim, max_len=n, **options)
+    attn = build_attention(name, num_heads=num_heads, head_dim=head_dim, max_len=n,
+                           **{**SMALL_OPTIONS.get(name, {}), **overrides})
     return attn.to(dtype).eval()
 
 
@@ -63,9 +59,34 @@ def lengths_mask(lengths: list[int], N: int) -> torch.Tensor:
     return torch.arange(N)[None, :] < torch.tensor(lengths)[:, None]  # (B, N)
 
 
-def test_registry_has_the_baselines():
-    for name in ("softmax", "sinkhorn", "linear", "performer", "nystrom", "linformer", "skyformer"):
+def test_registry_has_lot_and_the_baselines():
+    for name in ("lot", "softmax", "sinkhorn", "linear", "performer", "nystrom", "linformer",
+                 "skyformer"):
         assert name in BACKENDS
+
+
+def test_small_options_name_registered_backends_and_real_options():
+    assert set(SMALL_OPTIONS) <= set(BACKENDS)
+    for name in SMALL_OPTIONS:  # build_attention rejects a key the backend does not take
+        build_small(name, num_heads=2, head_dim=8, n=16)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_backend_owns_its_title(name):
+    cls = attention_class(name)
+    assert isinstance(cls.title, str) and cls.title, f"{name} sets no title"
+    assert isinstance(cls.published_names, tuple)
+    assert isinstance(build_small(name, num_heads=2, head_dim=8, n=16).bench_fields(), dict)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool])
+def test_non_floating_inputs_fail_with_one_clear_message(name, dtype):
+    B, H, N, D = 2, 2, 16, 8
+    attn = build_small(name, num_heads=H, head_dim=D, n=N)
+    q, k, v = make_qkv(B, H, N, D, seed=9)
+    with pytest.raises(ValueError, match=r"attention needs floating-point q, k, v .*; got k "):
+        attn(q, (k * 3).to(dtype), v)
 
 
 @pytest.mark.parametrize("name", BACKENDS)

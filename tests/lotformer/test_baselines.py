@@ -12,7 +12,7 @@ import torch
 from lotformer.attention import build_attention
 from lotformer.attention.nystrom import iterative_pinv
 from lotformer.attention.performer import orthogonal_gaussian_features
-from lotformer.attention.sinkhorn import sinkhorn_attention_map
+from lotformer.attention.sinkformer import sinkhorn_attention_map
 from lotformer.attention.skyformer import gaussian_kernel_attention
 
 F64 = torch.float64

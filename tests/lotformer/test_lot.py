@@ -1,4 +1,5 @@
-"""Tests of LOT attention (lotformer/lot.py): the map, the O(n r D) output, gradients, compat."""
+"""Tests of LOT attention (lotformer/attention/lot.py): the map, the O(n r D) output,
+gradients, compat."""
 
 from __future__ import annotations
 
@@ -424,3 +425,27 @@ def test_functional_rejects_bad_arguments_and_shapes():
                       key_padding_mask=torch.ones(2, 9))
     with pytest.raises(ValueError, match="unknown compat 'paper2'"):
         lot_attention_matrix(q, k, z, theta, eps=0.1, n_iters=3, compat="paper2")
+
+
+@pytest.mark.parametrize("B, N", [(0, 9), (2, 0), (0, 0)])
+@pytest.mark.parametrize("compat", ["paper", "reference"])
+def test_empty_batch_or_sequence_gives_the_empty_output(B, N, compat):
+    q, k, v, z, theta = _inputs(B=max(B, 1), N=max(N, 1))
+    q, k, v = (t[:B, :, :N].clone().requires_grad_() for t in (q, k, v))
+    out = lot_attention(q, k, v, z, theta, eps=0.1, n_iters=3, compat=compat)
+    assert out.shape == (B, 2, N, 4) and out.dtype == q.dtype
+    out.sum().backward()  # differentiable, with (empty) gradients
+    assert q.grad is None or q.grad.shape == q.shape
+    A = lot_attention_matrix(q, k, z, theta, eps=0.1, n_iters=3, compat=compat)
+    assert A.shape == (B, 2, N, N)
+    mod = LOTAttention(num_heads=2, head_dim=4, rank=3, compat=compat)
+    mask = torch.ones(B, N, dtype=torch.bool)
+    assert mod(q, k, v, key_padding_mask=mask).shape == (B, 2, N, 4)
+
+
+def test_integer_inputs_are_rejected_not_truncated():
+    q, k, v, z, theta = _inputs()
+    with pytest.raises(ValueError, match="attention needs floating-point q, k, v"):
+        lot_attention(q.long(), k, v, z, theta, eps=0.1, n_iters=3)
+    with pytest.raises(ValueError, match="attention needs floating-point q, k, v"):
+        lot_attention_matrix(q, k.int(), z, theta, eps=0.1, n_iters=3)

@@ -348,7 +348,7 @@ def test_bad_arguments_raise_value_error():
     S, log_a, log_b = _problem()
     with pytest.raises(ValueError, match="eps must be a finite number > 0"):
         sinkhorn_plan(S, log_a, log_b, 0.0, 5)
-    with pytest.raises(ValueError, match="number of iterations must be an int >= 1"):
+    with pytest.raises(ValueError, match="n_iters must be an int >= 1"):
         sinkhorn_plan(S, log_a, log_b, 0.1, 0)
     with pytest.raises(ValueError, match="unknown grad_mode 'exact'; valid choices: implicit, "
                                          "recompute, unrolled"):

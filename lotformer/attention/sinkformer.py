@@ -20,7 +20,8 @@ normalisations; the Sinkformer paper's experiments use 3 normalisations, which i
 `n_iters = 1` here.
 
 Cost: O(n^2) time and memory per head (the map is dense), like softmax. The Sinkhorn loop
-always runs in float32 (float64 if the inputs are float64) with autocast disabled; the output
+always runs in float32 (float64 if the inputs are float64) with autocast disabled (the policy
+of every backend, base.py); the output
 is cast back to the input dtype.
 """
 
@@ -30,7 +31,7 @@ import math
 
 import torch
 
-from lotformer.attention.base import AttentionBackend, computes_in_float32, dense_map
+from lotformer.attention.base import AttentionBackend, dense_map
 from lotformer.attention.registry import register_attention
 
 # Finite stand-in for -inf on masked score entries: exp() of it is exactly 0, and unlike
@@ -97,12 +98,11 @@ class SinkhornAttention(AttentionBackend):
             raise ValueError(f"n_iters must be >= 0 (0 = softmax), got {n_iters}")
         self.n_iters = n_iters
 
-    @computes_in_float32
     def forward(self, q, k, v, key_padding_mask=None):
         attn = sinkhorn_attention_map(q, k, key_padding_mask, n_iters=self.n_iters)  # (B, H, N, N)
         return attn @ v  # (B, H, N, D)
 
-    @dense_map(float32=True)
+    @dense_map
     def attention_matrix(self, q, k, key_padding_mask=None):
         """The Sinkhorn-balanced map n_valid * P (see :func:`sinkhorn_attention_map`)."""
         return sinkhorn_attention_map(q, k, key_padding_mask, n_iters=self.n_iters)
