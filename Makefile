@@ -13,7 +13,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, pinned, so nothing pulls a different (multi-GB CUDA) build.
 	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,cluster]'
+	# test-triton: the Triton kernels' interpreter tests (~290 MB wheel, ~1 GB installed, Linux)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,cluster,test-triton]'
 	touch $(STAMP)
 
 install: $(STAMP)

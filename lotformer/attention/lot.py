@@ -58,9 +58,11 @@ from lotformer.attention.base import (AttentionBackend, check_qkv, dense_map, in
 from lotformer.attention.registry import register_attention
 from lotformer.sinkhorn import check_solver_options, implicit_backward, sinkhorn_plan_scaled
 
-__all__ = ["COMPAT_MODES", "LOTAttention", "lot_attention", "lot_attention_matrix"]
+__all__ = ["COMPAT_MODES", "KERNELS", "LOTAttention", "lot_attention", "lot_attention_matrix"]
 
 COMPAT_MODES = ("paper", "reference")
+KERNELS = ("auto", "torch", "triton")
+_triton_lot = None  # lotformer.triton_lot, imported on first use (False: unavailable)
 _REFERENCE_CLAMP = 50.0
 
 
@@ -69,6 +71,45 @@ def _check_options(eps, n_iters, grad_mode, compat) -> None:
     check_solver_options(eps, n_iters, grad_mode)
     if compat not in COMPAT_MODES:
         raise ValueError(f"unknown compat {compat!r}; valid choices: {', '.join(COMPAT_MODES)}")
+
+
+def _check_kernel(kernel, grad_mode, compat) -> None:
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; valid choices: {', '.join(KERNELS)}")
+    if kernel == "triton" and (compat, grad_mode) != ("paper", "implicit"):
+        raise ValueError("kernel='triton' supports compat='paper' with grad_mode='implicit' only; "
+                         f"got compat={compat!r}, grad_mode={grad_mode!r}")
+
+
+def _triton_module():
+    """lotformer.triton_lot, or None when triton is not importable (checked once)."""
+    global _triton_lot
+    if _triton_lot is None:
+        try:
+            from lotformer import triton_lot
+        except ImportError:
+            triton_lot = False
+        _triton_lot = triton_lot
+    return _triton_lot or None
+
+
+def _use_triton(kernel: str, q: torch.Tensor) -> bool:
+    """Whether paper-mode implicit LOT runs on the fused Triton kernels (see ``kernel``)."""
+    if kernel == "torch":
+        return False
+    fits = q.dtype != torch.float64
+    if kernel == "auto":
+        return fits and q.is_cuda and _triton_module() is not None
+    module = _triton_module()
+    if not fits:
+        raise ValueError(f"kernel='triton' computes in float32; got {q.dtype} inputs")
+    if module is None:
+        raise RuntimeError("kernel='triton' needs the triton package (pip install -e "
+                           "'.[test-triton]')")
+    if not q.is_cuda and not module.INTERPRETED:
+        raise RuntimeError(f"kernel='triton' needs CUDA tensors, got {q.device} (on CPU only "
+                           "under Triton's interpreter: TRITON_INTERPRET=1 before import)")
+    return True
 
 
 def _check_pivots(q, pivots, pivot_logits) -> None:
@@ -264,7 +305,7 @@ class _PaperImplicitLOT(torch.autograd.Function):
 
 
 def _lot_output(q, k, v, pivots, pivot_logits, *, eps, n_iters, key_padding_mask, grad_mode,
-                compat):
+                compat, kernel="auto"):
     """A v, (B, H, N, Dv), for validated inputs already in the compute dtype (autocast off)."""
     if q.shape[0] == 0 or q.shape[2] == 0:  # no examples or no tokens: the empty output
         return v * 0.0
@@ -273,6 +314,9 @@ def _lot_output(q, k, v, pivots, pivot_logits, *, eps, n_iters, key_padding_mask
     if compat == "paper" and grad_mode == "implicit":
         q, k, zs, log_a, log_w, col_scale = _paper_inputs(q, k, pivots, pivot_logits, eps,
                                                           key_padding_mask)
+        if _use_triton(kernel, q):
+            return _triton_module().lot_paper_implicit(q, k, v, zs, log_a, log_w, col_scale,
+                                                       n_iters)
         return _PaperImplicitLOT.apply(q, k, v, zs, log_a, log_w, col_scale, n_iters,
                                        key_padding_mask is not None)
     P1, P2t, col_scale = _lot_factors(
@@ -292,7 +336,7 @@ def _lot_map(q, k, _v, pivots, pivot_logits, **options):
 def lot_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pivots: torch.Tensor,
                   pivot_logits: torch.Tensor | None = None, *, eps: float, n_iters: int,
                   key_padding_mask: torch.Tensor | None = None, grad_mode: str = "implicit",
-                  compat: str = "paper") -> torch.Tensor:
+                  compat: str = "paper", kernel: str = "auto") -> torch.Tensor:
     """LOT attention output A v, shape (B, H, N, Dv), in O(N r D) time without the N x N map.
 
     Args:
@@ -310,14 +354,21 @@ def lot_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pivots: tor
             n_iters).
         compat: "paper" (the paper's mechanism) or "reference" (the public reference code's LRA
             behaviour, see the module docstring).
+        kernel: "auto" (default: the fused Triton kernels of :mod:`lotformer.triton_lot` for
+            paper mode with implicit gradients on CUDA tensors when triton is importable, else
+            PyTorch), "torch" (always PyTorch, the reference path) or "triton" (always Triton;
+            an error where it cannot run: other modes, float64, CPU tensors outside Triton's
+            interpreter).
 
     Returns the output in the dtype of ``q``; rows at padded positions are zero (paper mode).
     """
     _check_options(eps, n_iters, grad_mode, compat)
+    _check_kernel(kernel, grad_mode, compat)
     check_qkv(q, k, v, key_padding_mask)
     _check_pivots(q, pivots, pivot_logits)
     out = in_compute_dtype(_lot_output, q, k, v, pivots, pivot_logits, eps=eps, n_iters=n_iters,
-                           key_padding_mask=key_padding_mask, grad_mode=grad_mode, compat=compat)
+                           key_padding_mask=key_padding_mask, grad_mode=grad_mode, compat=compat,
+                           kernel=kernel)
     return out.to(q.dtype)
 
 
@@ -343,7 +394,8 @@ class LOTAttention(AttentionBackend):
     """LOT attention with learnable pivots (and pivot masses) per head; see the module docstring.
 
     Options: ``rank`` r (pivots per head), ``eps`` (entropic regularisation), ``n_iters``,
-    ``learn_masses``, ``pivot_init_std``, ``grad_mode`` (see :func:`lot_attention`), ``compat``.
+    ``learn_masses``, ``pivot_init_std``, ``grad_mode`` and ``kernel`` (see
+    :func:`lot_attention`), ``compat``.
     What ``n_iters`` counts depends on ``compat``:
 
     * ``"paper"``: FULL Sinkhorn iterations per problem, each a column update then a row update
@@ -376,11 +428,12 @@ class LOTAttention(AttentionBackend):
     def __init__(self, *, num_heads: int, head_dim: int, max_len: int | None = None,
                  rank: int = 32, eps: float = 0.1, n_iters: int = 25, learn_masses: bool = True,
                  pivot_init_std: float = 0.02, grad_mode: str = "implicit",
-                 compat: str = "paper") -> None:
+                 compat: str = "paper", kernel: str = "auto") -> None:
         super().__init__(num_heads=num_heads, head_dim=head_dim, max_len=max_len)
         if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
             raise ValueError(f"rank (number of pivots) must be an int >= 1, got {rank!r}")
         _check_options(eps, n_iters, grad_mode, compat)
+        _check_kernel(kernel, grad_mode, compat)
         if isinstance(pivot_init_std, bool) or not isinstance(pivot_init_std, (int, float)) \
                 or not pivot_init_std >= 0:
             raise ValueError(f"pivot_init_std must be a number >= 0, got {pivot_init_std!r}")
@@ -390,6 +443,7 @@ class LOTAttention(AttentionBackend):
         self.learn_masses = bool(learn_masses) and compat == "paper"
         self.grad_mode = grad_mode
         self.compat = compat
+        self.kernel = kernel
         self.pivots = nn.Parameter(torch.randn(num_heads, rank, head_dim) * pivot_init_std)
         if self.learn_masses:
             self.pivot_logits = nn.Parameter(torch.zeros(num_heads, rank))
@@ -400,7 +454,7 @@ class LOTAttention(AttentionBackend):
         # q, k, v checked and in the compute dtype (base class); options checked at __init__
         return _lot_output(q, k, v, self.pivots, self.pivot_logits, eps=self.eps,
                            n_iters=self.n_iters, key_padding_mask=key_padding_mask,
-                           grad_mode=self.grad_mode, compat=self.compat)
+                           grad_mode=self.grad_mode, compat=self.compat, kernel=self.kernel)
 
     @dense_map
     def attention_matrix(self, q: torch.Tensor, k: torch.Tensor,
@@ -413,4 +467,4 @@ class LOTAttention(AttentionBackend):
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, rank={self.rank}, eps={self.eps}, "
                 f"n_iters={self.n_iters}, learn_masses={self.learn_masses}, "
-                f"grad_mode={self.grad_mode!r}, compat={self.compat!r}")
+                f"grad_mode={self.grad_mode!r}, compat={self.compat!r}, kernel={self.kernel!r}")

@@ -25,9 +25,9 @@ def _lot_inputs(B=3, H=2, N=300, D=16, r=8, seed=0):
     return q, k, v, z, theta
 
 
-def _out_and_grads(args, mask, device, grad_mode):
+def _out_and_grads(args, mask, device, grad_mode, kernel="auto"):
     args = [t.detach().to(device).requires_grad_() for t in args]  # fresh leaves
-    out = lot_attention(*args, eps=0.1, n_iters=20, grad_mode=grad_mode,
+    out = lot_attention(*args, eps=0.1, n_iters=20, grad_mode=grad_mode, kernel=kernel,
                         key_padding_mask=None if mask is None else mask.to(device))
     out.square().sum().backward()
     return [out.detach().cpu()] + [t.grad.cpu() for t in args]
@@ -58,6 +58,30 @@ def test_lot_never_synchronises_with_the_host():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(args[0].grad).all()
+
+
+def test_triton_kernels_match_the_torch_path_and_never_synchronise():
+    pytest.importorskip("triton", reason="the fused LOT kernels need triton")
+    args = _lot_inputs(B=3, H=2, N=1000, D=32, r=64)
+    mask = lengths_mask([1000, 637, 0], 1000)  # with a fully padded example
+    got = _out_and_grads(args, mask, CUDA, "implicit", kernel="triton")  # warm-up: compiles
+    ref = _out_and_grads([t[:2] for t in args[:3]] + list(args[3:]), mask[:2], CUDA, "implicit",
+                         kernel="torch")  # the empty example contributes nothing
+    got_cut = [got[0][:2], got[1][:2], got[2][:2], got[3][:2], got[4], got[5]]
+    for name, g, c in zip(["out", "q", "k", "v", "pivots", "logits"], got_cut, ref):
+        torch.testing.assert_close(g, c, atol=2e-4 * c.abs().max().item(), rtol=1e-3, msg=name)
+    assert all((t[2] == 0).all() for t in got[:4]) and all(torch.isfinite(t).all() for t in got)
+    leaves = [t.to(CUDA).requires_grad_() for t in args]
+    mask = mask.to(CUDA)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any synchronising CUDA call raises
+    try:
+        out = lot_attention(*leaves, eps=0.1, n_iters=25, key_padding_mask=mask,
+                            kernel="triton")
+        out.square().sum().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(leaves[0].grad).all()
 
 
 def test_lot_memory_is_linear_and_fits_2gb_at_65536_tokens():
