@@ -94,7 +94,7 @@ def test_ddp_trainer_builds_a_two_process_lightning_trainer(tmp_path):
     from lra.throughput import ThroughputMeter
 
     cfg = compose_train(["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
-                         "logger=none", "callbacks.progress_bar=none"])
+                         "logger=none", "callbacks/progress_bar=none"])
     trainer = build_trainer(cfg, tmp_path, ThroughputMeter())
     assert type(trainer.strategy).__name__ == "DDPStrategy"
     assert (trainer.world_size, trainer.num_devices) == (2, 2)

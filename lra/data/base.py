@@ -50,6 +50,10 @@ class TaskData:
     location: str  # file or folder the data was read from
     notes: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"data source {self.source!r} is not one of {', '.join(SOURCES)}")
+
     def sizes(self) -> dict[str, int]:
         return {name: len(split) for name, split in self.splits.items()}
 

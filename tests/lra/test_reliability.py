@@ -29,7 +29,9 @@ from tests.helpers import compose_train, tiny_run_overrides
 
 def _overrides(tmp_path: Path, *extra: str) -> list[str]:
     """A 12-step softmax run with checkpoints every 3 steps and validation every 4."""
-    return tiny_run_overrides(tmp_path) + [
+    extra_groups = {e.split("=")[0] for e in extra if "/" in e.split("=")[0]}
+    base = [o for o in tiny_run_overrides(tmp_path) if o.split("=")[0] not in extra_groups]
+    return base + [
         "task.max_steps=12", "task.eval_every=4", "callbacks.checkpoint.every_n_steps=3",
         "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", *extra,
     ]
@@ -115,7 +117,7 @@ def test_sigterm_saves_a_checkpoint_at_the_step_it_stopped(tmp_path):
     never = "100000"  # no periodic checkpoint, no validation, no end of training in this test
     cmd = _train_cmd(_overrides(tmp_path, f"hydra.run.dir={run_dir}", f"task.max_steps={never}",
                                 f"callbacks.checkpoint.every_n_steps={never}", f"task.eval_every={never}",
-                                "callbacks.progress_bar=tqdm"))
+                                "callbacks/progress_bar=tqdm"))
     with _killed_on_exit(subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE,
                                           stderr=subprocess.STDOUT, text=True)) as proc:
         seen: list[str] = []

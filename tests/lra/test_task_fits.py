@@ -14,7 +14,7 @@ from tests.lra.data_fixtures import hermetic_env, write_acl_imdb, write_cifar_pi
 
 def _fit(tmp_path, task: str, *extra: str, attn: str = "softmax") -> dict:
     overrides = [
-        f"task={task}", f"attn={attn}", "debug=fast", "logger=none", "callbacks.progress_bar=none",
+        f"task={task}", f"attn={attn}", "debug=fast", "logger=none", "callbacks/progress_bar=none",
         f"paths.data_dir={tmp_path / 'data'}", "task.batch_size=2", "trainer.eval_batch_size=2", *extra,
     ]
     return run(compose_train(overrides), tmp_path / "run")
