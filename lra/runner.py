@@ -23,7 +23,8 @@ from lra.errors import CheckpointError, ConfigError
 
 from lra.datamodule import LRADataModule
 from lra.module import LRAModule
-from lra.results import device_info, git_info, now_iso, versions, write_record
+from lra.record import DataInfo, Memory, Metrics, RunRecord, Throughput
+from lra.results import RECORD_NAME, device_info, git_info, now_iso, versions, write_record
 from lra.throughput import ThroughputMeter, peak_memory
 
 log = logging.getLogger(__name__)
@@ -173,7 +174,7 @@ def _metric(metrics: dict, key: str) -> float | None:
     return None if value is None else float(value)
 
 
-def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+def run(cfg: DictConfig, run_dir: str | Path) -> RunRecord:
     """Train, evaluate the best-validation checkpoint on test, write and return the record."""
     check_config(cfg)
     resume_from, run_dir = resolve_resume(cfg.get("resume"), Path(run_dir))
@@ -200,47 +201,39 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     test_metrics = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
     test = test_metrics[0] if test_metrics else {}
 
-    record = {
-        "task": cfg.task.name,
-        "attention": cfg.attn.name,
-        "attention_options": attention_options(cfg),
-        "seed": int(cfg.seed),
-        "tag": cfg.get("tag"),
-        "status": "completed",
-        "error": None,
-        "data": {"source": data.source, "location": data.location, "sizes": data.sizes(),
-                 "notes": data.notes},
-        "metrics": {"val_acc": val_acc, "test_acc": _metric(test, "test/acc"),
-                    "test_loss": _metric(test, "test/loss")},
-        "throughput": meter.summary(trainer.world_size),
-        "memory": peak_memory(trainer.strategy.root_device),
-        "wall_time_s": time.perf_counter() - started,
-        "steps": int(trainer.global_step),
-        "resumed_from": str(resume_from) if resume_from else None,
-        "skipped_nonfinite_batches": model.skipped_batches,
-        "best_checkpoint": best_path or None,
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "versions": versions(),
-        "git": git_info(),
-        "device": device_info(),
-        "precision": str(trainer.precision),
-        "run_dir": str(run_dir),
-        "created": now_iso(),
-    }
+    record = RunRecord(
+        task=cfg.task.name, attention=cfg.attn.name, attention_options=attention_options(cfg),
+        seed=int(cfg.seed), tag=cfg.get("tag"), status="completed",
+        data=DataInfo(source=data.source, location=data.location, sizes=data.sizes(),
+                      notes=data.notes),
+        metrics=Metrics(val_acc=val_acc, test_acc=_metric(test, "test/acc"),
+                        test_loss=_metric(test, "test/loss")),
+        throughput=Throughput(**meter.summary(trainer.world_size)),
+        memory=Memory(**peak_memory(trainer.strategy.root_device)),
+        wall_time_s=time.perf_counter() - started, steps=int(trainer.global_step),
+        resumed_from=str(resume_from) if resume_from else None,
+        skipped_nonfinite_batches=model.skipped_batches, best_checkpoint=best_path or None,
+        precision=str(trainer.precision), **_provenance(cfg, run_dir),
+    )
     if trainer.is_global_zero:
-        record["record_path"] = str(write_record(run_dir, record))
+        record.record_path = str(run_dir / RECORD_NAME)
+        write_record(run_dir, record)
     if isinstance(trainer.logger, WandbLogger):
         trainer.logger.experiment.finish()  # flush the run now, not at interpreter exit
     return record
 
 
-def failure_record(cfg: DictConfig, run_dir: str | Path, error: BaseException) -> dict[str, Any]:
+def _provenance(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    """The record fields that say what ran where: config, versions, code, device, time."""
+    return {"config": OmegaConf.to_container(cfg, resolve=True), "versions": versions(),
+            "git": git_info(), "device": device_info(), "run_dir": str(run_dir),
+            "created": now_iso()}
+
+
+def failure_record(cfg: DictConfig, run_dir: str | Path, error: BaseException) -> RunRecord:
     """A record for a run that failed, so sweeps and tables show it as a gap with a reason."""
-    record = {
-        "task": cfg.task.name, "attention": cfg.attn.name, "seed": int(cfg.seed),
-        "tag": cfg.get("tag"), "status": "failed", "error": f"{type(error).__name__}: {error}",
-        "config": OmegaConf.to_container(cfg, resolve=True), "versions": versions(),
-        "git": git_info(), "device": device_info(), "run_dir": str(run_dir), "created": now_iso(),
-    }
-    record["record_path"] = str(write_record(run_dir, record))
+    record = RunRecord(task=cfg.task.name, attention=cfg.attn.name, seed=int(cfg.seed),
+                       tag=cfg.get("tag"), status="failed", error=f"{type(error).__name__}: {error}",
+                       record_path=str(Path(run_dir) / RECORD_NAME), **_provenance(cfg, run_dir))
+    write_record(run_dir, record)
     return record

@@ -192,14 +192,14 @@ def test_nonfinite_loss_stops_with_step_examples_and_checkpoint(tmp_path, monkey
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
 
     record = run(compose_train(_overrides(tmp_path, "on_nonfinite=skip")), tmp_path / "skip")
-    assert record["skipped_nonfinite_batches"] == 1 and record["status"] == "completed"
+    assert record.skipped_nonfinite_batches == 1 and record.status == "completed"
 
 
 def test_bf16_run_stays_finite(tmp_path):
     record = run(compose_train(tiny_run_overrides(tmp_path, attn="lot") + ["trainer.precision=bf16-mixed"]),
                  tmp_path / "run")
-    assert record["precision"] == "bf16-mixed"
-    assert math.isfinite(record["metrics"]["test_loss"])
+    assert record.precision == "bf16-mixed"
+    assert math.isfinite(record.metrics.test_loss)
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -21,9 +21,9 @@ def _fit(tmp_path, task: str, *extra: str, attn: str = "softmax") -> dict:
 
 
 def _check(record: dict, task: str, sizes: dict, source: str) -> None:
-    assert record["task"] == task and record["steps"] == 2 and record["status"] == "completed"
-    assert record["data"]["sizes"] == sizes and record["data"]["source"] == source
-    assert 0.0 <= record["metrics"]["test_acc"] <= 1.0
+    assert record.task == task and record.steps == 2 and record.status == "completed"
+    assert record.data.sizes == sizes and record.data.source == source
+    assert 0.0 <= record.metrics.test_acc <= 1.0
 
 
 def test_text_from_raw_imdb_folder(tmp_path, monkeypatch):
@@ -42,7 +42,7 @@ def test_retrieval_pairs(tmp_path):
         (folder / f"new_aan_pairs.{split}.tsv").write_text("".join(rows))
     record = _fit(tmp_path, "retrieval", "task.max_len=32")
     _check(record, "retrieval", {"train": 6, "val": 2, "test": 2}, "sample")
-    assert record["config"]["task"]["dual"] is True
+    assert record.config["task"]["dual"] is True
 
 
 def test_image_from_cifar_pickles(tmp_path, monkeypatch):
@@ -55,14 +55,14 @@ def test_image_from_cifar_pickles(tmp_path, monkeypatch):
 def test_pathfinder_from_release_samples(tmp_path, samples_dir):
     record = _fit(tmp_path, "pathfinder", f"paths.data_dir={samples_dir}",
                   f"paths.cache_dir={tmp_path / 'cache'}", attn="lot")
-    assert record["data"]["source"] == "sample"
-    assert sum(record["data"]["sizes"].values()) == 60
-    assert record["steps"] == 2
+    assert record.data.source == "sample"
+    assert sum(record.data.sizes.values()) == 60
+    assert record.steps == 2
 
 
 @pytest.mark.slow
 def test_pathx_from_generated_images(tmp_path):
     pathfinder.generate_release(tmp_path / "data", 20, resolution=128, seed=0, progress=False)
     record = _fit(tmp_path, "pathx", attn="lot")
-    assert record["data"]["source"] == "generated" and sum(record["data"]["sizes"].values()) == 20
-    assert record["config"]["task"]["max_len"] == 16384
+    assert record.data.source == "generated" and sum(record.data.sizes.values()) == 20
+    assert record.config["task"]["max_len"] == 16384
