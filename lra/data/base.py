@@ -81,6 +81,20 @@ class Located:
         return {"files": stats, "source": self.source, **self.settings}
 
 
+def release_source(sizes: dict[str, int | str], official: dict[str, int]) -> str:
+    """'official' when every split is at least as large as the official release's, else
+    'sample' (a size not known, "?", counts as smaller)."""
+    full = all(isinstance(sizes.get(s), int) and sizes[s] >= n for s, n in official.items())
+    return "official" if full else "sample"
+
+
+def count_lines(path: Path, header: bool = False) -> int:
+    """Non-blank lines of a text file (less a header line): a split's size without reading it."""
+    with open(path, "rb") as handle:
+        count = sum(1 for line in handle if line.strip())
+    return count - int(header)
+
+
 def pad_rows(rows: list[list[int]] | list[np.ndarray], max_len: int,
              dtype: type = np.int16) -> np.ndarray:
     """Stack token-id rows into (N, max_len), truncating long rows and padding with 0."""
