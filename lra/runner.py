@@ -178,6 +178,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> RunRecord:
     """Train, evaluate the best-validation checkpoint on test, write and return the record."""
     check_config(cfg)
     resume_from, run_dir = resolve_resume(cfg.get("resume"), Path(run_dir))
+    cfg = with_run_dir(cfg, run_dir)  # the record's config names the run dir too
     if resume_from is not None:
         check_checkpoint(resume_from)
         log.info("resuming from %s", resume_from)

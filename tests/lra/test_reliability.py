@@ -100,12 +100,12 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, reference_run, sig, eve
     resumed = run(compose_train(_overrides(tmp_path, f"resume={run_dir}",
                                            f"callbacks.checkpoint.every_n_steps={every}")),
                   tmp_path / "new-dir")
-    assert resumed["resumed_from"] == str(last)
-    assert resumed["run_dir"] == str(run_dir)  # the run continues in its own directory
-    assert resumed["steps"] == reference["steps"] == 12
-    assert resumed["metrics"] == reference["metrics"]
-    _assert_same_weights(Path(reference["best_checkpoint"]), Path(resumed["best_checkpoint"]))
-    assert Path(reference["best_checkpoint"]).name == Path(resumed["best_checkpoint"]).name
+    assert resumed.resumed_from == str(last)
+    assert resumed.run_dir == str(run_dir)  # the run continues in its own directory
+    assert resumed.steps == reference.steps == 12
+    assert resumed.metrics == reference.metrics
+    _assert_same_weights(Path(reference.best_checkpoint), Path(resumed.best_checkpoint))
+    assert Path(reference.best_checkpoint).name == Path(resumed.best_checkpoint).name
     final = _state(last)  # the resumed run's last checkpoint is at step 12, as the reference's
     assert torch.load(last, weights_only=False)["global_step"] == 12
     assert all(torch.equal(final[k], v) for k, v in _state(reference_dir / "checkpoints" / "last.ckpt").items())
@@ -140,12 +140,12 @@ def test_seeded_runs_repeat_bit_for_bit(tmp_path):
     first = run(compose_train(_overrides(tmp_path, "seed=7")), tmp_path / "a")
     second = run(compose_train(_overrides(tmp_path, "seed=7")), tmp_path / "b")
     other = run(compose_train(_overrides(tmp_path, "seed=8")), tmp_path / "c")
-    assert first["metrics"] == second["metrics"]
+    assert first.metrics == second.metrics
     _assert_same_weights(tmp_path / "a" / "checkpoints" / "last.ckpt", tmp_path / "b" / "checkpoints" / "last.ckpt")
     with pytest.raises(AssertionError):
         _assert_same_weights(tmp_path / "a" / "checkpoints" / "last.ckpt",
                              tmp_path / "c" / "checkpoints" / "last.ckpt")
-    assert other["seed"] == 8
+    assert other.seed == 8
 
 
 def test_two_process_cpu_ddp(tmp_path):
