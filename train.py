@@ -32,7 +32,7 @@ def main(cfg: DictConfig) -> float | None:
             return None  # the record says "failed"; the rest of the sweep goes on
         sys.exit(2)
     print_summary(record)
-    return record["metrics"]["test_acc"]
+    return record.metrics.test_acc
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""LightningModule for LRA: the shared encoder, a classification head, AdamW with a
-warmup + cosine schedule.
+"""LightningModule for LRA: the shared encoder, a classification head, and the optimizer and
+schedule its config groups build (configs/optim/, configs/sched/).
 
 Single-document tasks classify the pooled features u; two-document tasks (retrieval) encode
 both documents with one encoder and classify [u, v, u*v, u-v] (REFERENCE §2).
@@ -8,8 +8,10 @@ both documents with one encoder and classify [u, v, u*v, u-v] (REFERENCE §2).
 from __future__ import annotations
 
 import logging
-import math
 import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -24,49 +26,81 @@ from lra.errors import NonFiniteLossError
 log = logging.getLogger(__name__)
 NONFINITE_POLICIES = ("stop", "skip")
 
+OptimizerFactory = Callable[..., torch.optim.Optimizer]  # params -> optimizer
+SchedulerFactory = Callable[[torch.optim.Optimizer], Any]  # optimizer -> per-step scheduler
 
-def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, start_factor: float = 0.1,
-                  end_factor: float = 0.4) -> float:
-    """LR multiplier: linear warmup from start_factor to 1, then cosine decay to end_factor."""
-    if step < warmup_steps:
-        return start_factor + (1.0 - start_factor) * step / max(1, warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return end_factor + (1.0 - end_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+@dataclass
+class ModelConfig:
+    """The classifier: task shape, encoder size and the attention node (name + options).
+
+    Built from configs/model/ (`_target_: lra.module.ModelConfig`), which takes the task's
+    shape and the `attn` node by interpolation.
+    """
+
+    vocab_size: int
+    max_len: int
+    num_classes: int
+    dual: bool = False  # two documents per example (retrieval)
+    dim: int = 64
+    depth: int = 2
+    num_heads: int = 2
+    mlp_dim: int = 128
+    dropout: float = 0.1
+    head_hidden: int = 128
+    attention: dict[str, Any] = field(default_factory=lambda: {"name": "softmax"})
+
+    def __post_init__(self) -> None:
+        self.attention = dict(self.attention)
+        if not isinstance(self.attention.get("name"), str):
+            raise ValueError(f"model attention needs a backend 'name', got {self.attention!r}")
+
+    @property
+    def attention_name(self) -> str:
+        return self.attention["name"]
+
+    @property
+    def attention_options(self) -> dict[str, Any]:
+        return {k: v for k, v in self.attention.items() if k != "name"}
 
 
 class LRAModule(L.LightningModule):
-    """Encoder + MLP head trained with cross-entropy; logs loss and accuracy per split."""
+    """Encoder + MLP head trained with cross-entropy; logs loss and accuracy per split.
 
-    def __init__(self, *, vocab_size: int, max_len: int, num_classes: int, dual: bool = False,
-                 dim: int = 64, depth: int = 2, num_heads: int = 2, mlp_dim: int = 128,
-                 dropout: float = 0.1, head_hidden: int = 128, attention: str = "softmax",
-                 attention_options: dict | None = None, lr: float = 1e-4,
-                 betas: tuple[float, float] = (0.9, 0.98), adam_eps: float = 1e-8,
-                 weight_decay: float = 0.0, warmup_steps: int = 0, total_steps: int = 1,
-                 start_factor: float = 0.1, end_factor: float = 0.4,
-                 on_nonfinite: str = "stop") -> None:
+    optimizer: params -> optimizer (e.g. `instantiate(cfg.optim)`, a partial); scheduler:
+    optimizer -> scheduler stepped every optimizer step, or None for a constant rate. Both are
+    needed only to train (a module loaded from a checkpoint for evaluation has neither).
+    """
+
+    def __init__(self, model: ModelConfig | dict, optimizer: OptimizerFactory | None = None,
+                 scheduler: SchedulerFactory | None = None, on_nonfinite: str = "stop") -> None:
         super().__init__()
         if on_nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"on_nonfinite must be one of {NONFINITE_POLICIES}, got {on_nonfinite!r}")
-        self.save_hyperparameters()
+        self.config = model if isinstance(model, ModelConfig) else ModelConfig(**model)
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.on_nonfinite = on_nonfinite
+        # Plain values only, so that checkpoints load with weights_only and rebuild the model.
+        self.save_hyperparameters({"model": asdict(self.config), "on_nonfinite": on_nonfinite})
         self.skipped_batches = 0
+        c = self.config
         self.encoder = LRAEncoder(
-            vocab_size=vocab_size, max_len=max_len, dim=dim, depth=depth, num_heads=num_heads,
-            mlp_dim=mlp_dim, dropout=dropout, attention=attention,
-            attention_options=dict(attention_options or {}),
+            vocab_size=c.vocab_size, max_len=c.max_len, dim=c.dim, depth=c.depth,
+            num_heads=c.num_heads, mlp_dim=c.mlp_dim, dropout=c.dropout,
+            attention=c.attention_name, attention_options=c.attention_options,
         )
-        features = 4 * dim if dual else dim
-        self.head = nn.Sequential(nn.Linear(features, head_hidden), nn.ReLU(),
-                                  nn.Linear(head_hidden, num_classes))
+        features = 4 * c.dim if c.dual else c.dim
+        self.head = nn.Sequential(nn.Linear(features, c.head_hidden), nn.ReLU(),
+                                  nn.Linear(c.head_hidden, c.num_classes))
         # ModuleDict keys must not shadow nn.Module attributes such as `train`.
         self.accuracy = nn.ModuleDict({
-            f"{split}_acc": MulticlassAccuracy(num_classes=num_classes, average="micro")
+            f"{split}_acc": MulticlassAccuracy(num_classes=c.num_classes, average="micro")
             for split in ("train", "val", "test")
         })
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """ids, mask: (B, L), or (B, 2, L) for two documents -> logits (B, classes)."""
-        if self.hparams.dual:
+        if self.config.dual:
             B, _, N = ids.shape
             pooled = self.encoder(ids.reshape(2 * B, N), mask.reshape(2 * B, N))  # (2B, dim)
             u, v = pooled.view(B, 2, -1).unbind(dim=1)  # each (B, dim)
@@ -96,7 +130,7 @@ class LRAModule(L.LightningModule):
         if not nonfinite:
             return loss
         indices = batch[3].tolist()
-        if self.hparams.on_nonfinite == "skip":
+        if self.on_nonfinite == "skip":
             self.skipped_batches += 1
             log.warning("non-finite loss at step %d (examples %s): batch skipped",
                         self.global_step, indices)
@@ -138,10 +172,11 @@ class LRAModule(L.LightningModule):
             torch.cuda.set_rng_state_all(states["cuda"])
 
     def configure_optimizers(self):
-        hp = self.hparams
-        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, betas=tuple(hp.betas),
-                                      eps=hp.adam_eps, weight_decay=hp.weight_decay)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(
-            step, warmup_steps=hp.warmup_steps, total_steps=hp.total_steps,
-            start_factor=hp.start_factor, end_factor=hp.end_factor))
+        if self.optimizer_factory is None:
+            raise RuntimeError("LRAModule was built without an optimizer factory; pass "
+                               "optimizer=instantiate(cfg.optim) to train it")
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        schedule = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -1,11 +1,7 @@
-"""The per-run results record: one `results.json` in each run directory.
+"""Reading and writing results records (`results.json`, one per run directory), and the
+provenance a record carries (code version, software versions, device).
 
-Table scripts read only these records. Fields (schema version 1):
-task, attention, attention_options, seed, status ("completed" | "failed"), error,
-data {source, location, sizes, notes}, metrics {val_acc, test_acc, val_loss, test_loss},
-throughput {train_samples_per_s, train_tokens_per_s, measured_steps},
-memory {peak_bytes, kind}, wall_time_s, steps, config (resolved), versions, git, device,
-run_dir, created.
+The record's fields are defined once, by `lra.record.RunRecord`.
 """
 
 from __future__ import annotations
@@ -21,19 +17,22 @@ from typing import Any
 
 import torch
 
+from lra.record import SCHEMA_VERSION, RunRecord
+
 RECORD_NAME = "results.json"
-SCHEMA_VERSION = 1
 
 
-def write_record(run_dir: str | Path, record: dict[str, Any]) -> Path:
-    """Write `record` to run_dir/results.json atomically (temp file + rename)."""
+def write_record(run_dir: str | Path, record: RunRecord | dict[str, Any]) -> Path:
+    """Write `record` to run_dir/results.json atomically (temp file + rename); a dict is
+    written as given (tests write odd records this way)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     target = run_dir / RECORD_NAME
     fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".json", dir=run_dir)
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump({"schema": SCHEMA_VERSION, **record}, handle, indent=2, default=str)
+            data = record.to_dict() if isinstance(record, RunRecord) else {"schema": SCHEMA_VERSION, **record}
+            json.dump(data, handle, indent=2, default=str)
             handle.write("\n")
         os.replace(tmp, target)
     except BaseException:
@@ -80,8 +79,6 @@ def git_info(repo: str | Path | None = None) -> dict[str, Any]:
 def versions() -> dict[str, str]:
     """Versions of the software that ran."""
     import lightning
-
-    import lotformer  # noqa: F401  (the package version comes from its metadata)
 
     try:
         from importlib.metadata import version

@@ -5,26 +5,27 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import pickle
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, RichProgressBar, TQDMProgressBar
-from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.loggers import Logger, WandbLogger
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lotformer.attention import UnknownAttentionError, attention_class
 from lra.errors import CheckpointError, ConfigError
 
 from lra.datamodule import LRADataModule
 from lra.module import LRAModule
-from lra.results import device_info, git_info, now_iso, versions, write_record
+from lra.record import DataInfo, Memory, Metrics, RunRecord, Throughput
+from lra.results import RECORD_NAME, device_info, git_info, now_iso, versions, write_record
 from lra.throughput import ThroughputMeter, peak_memory, reset_peak_memory
 
 log = logging.getLogger(__name__)
@@ -132,61 +133,6 @@ def check_checkpoint(path: Path, *, trust: bool = False) -> None:
                               f"{', '.join(sorted(missing))}); pass the run's checkpoints/last.ckpt.")
 
 
-class Preempted(SystemExit):
-    """Raised after SIGTERM once the resume checkpoint is saved: the process exits with 143."""
-
-    def __init__(self) -> None:
-        super().__init__(128 + signal.SIGTERM)
-
-
-class ResumeCheckpoint(Checkpoint):
-    """Writes `last.ckpt` every `every_n_steps` steps and on SIGTERM, then exits on SIGTERM.
-
-    A checkpoint is only written where Lightning resumes exactly: right after a training step
-    when no validation is due, else right after that step's validation. (Written before a due
-    validation, the restored run would skip that validation; written while it runs, it would
-    not be repeated in full.) SIGTERM is therefore only noted when it arrives; the save and the
-    exit happen at the next such point. Being a `Checkpoint`, it runs after the best-model
-    checkpoint, so a save after validation includes that validation's best-model update.
-    """
-
-    def __init__(self, path: Path, every_n_steps: int) -> None:
-        self.path = path
-        self.every_n_steps = every_n_steps
-        self._sigterm = False
-        self._pending = False
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._note_sigterm)  # replaces Lightning's handler
-
-    def _note_sigterm(self, signum, frame) -> None:
-        self._sigterm = True
-
-    def _save(self, trainer: L.Trainer) -> None:
-        self._pending = False
-        trainer.save_checkpoint(self.path)
-        if trainer.strategy.reduce_boolean_decision(self._sigterm, all=False):
-            log.warning("SIGTERM: saved %s at step %d; resume with resume=%s", self.path,
-                        trainer.global_step, self.path.parent.parent)
-            raise Preempted()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step
-        sigterm = trainer.strategy.reduce_boolean_decision(self._sigterm, all=False)
-        if not (sigterm or step % self.every_n_steps == 0):
-            return
-        validation_due = step % trainer.val_check_batch == 0 or step >= trainer.max_steps
-        if validation_due:
-            self._pending = True
-        else:
-            self._save(trainer)
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._pending and not trainer.sanity_checking:
-            self._save(trainer)
-
-
 def build_datamodule(cfg: DictConfig) -> LRADataModule:
     task = cfg.task
     return LRADataModule(
@@ -198,55 +144,39 @@ def build_datamodule(cfg: DictConfig) -> LRADataModule:
 
 
 def build_module(cfg: DictConfig) -> LRAModule:
-    task, model = cfg.task, cfg.model
+    """The LightningModule from the model, optim and sched groups (each names its `_target_`)."""
+    model = instantiate(cfg.model, _convert_="all")
+    optimizer = instantiate(cfg.optim, _convert_="all")
+    scheduler = instantiate(cfg.sched, _convert_="all")
     try:
-        return LRAModule(
-            vocab_size=task.vocab_size, max_len=task.max_len, num_classes=task.num_classes,
-            dual=task.dual, dim=model.dim, depth=model.depth, num_heads=model.num_heads,
-            mlp_dim=model.mlp_dim, dropout=model.dropout, head_hidden=model.head_hidden,
-            attention=cfg.attn.name, attention_options=attention_options(cfg),
-            lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), adam_eps=cfg.optim.eps,
-            weight_decay=cfg.optim.weight_decay, warmup_steps=cfg.sched.warmup_steps,
-            total_steps=cfg.trainer.max_steps, start_factor=cfg.sched.start_factor,
-            end_factor=cfg.sched.end_factor, on_nonfinite=cfg.on_nonfinite,
-        )
+        return LRAModule(model, optimizer=optimizer, scheduler=scheduler,
+                         on_nonfinite=cfg.on_nonfinite)
     except UnknownAttentionError:
         raise
     except (ValueError, TypeError) as err:  # an attention option the backend rejects
         raise ConfigError(f"attention backend {cfg.attn.name!r}: {err}") from None
 
 
-def build_logger(cfg: DictConfig, run_dir: Path) -> Logger | bool:
-    name = cfg.logger.name
-    if name == "csv":
-        return CSVLogger(save_dir=run_dir, name="csv", version="")
-    if name == "wandb":
-        return WandbLogger(
-            project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group,
-            tags=list(cfg.logger.tags), save_dir=str(run_dir), offline=cfg.logger.offline,
-            name=f"{cfg.task.name}-{cfg.attn.name}-s{cfg.seed}",
-            config=OmegaConf.to_container(cfg, resolve=True),
-        )
-    if name == "none":
+def build_logger(cfg: DictConfig) -> Logger | bool:
+    """The logger group's `_target_` (null: no logger), with the resolved config as hparams."""
+    if cfg.logger.get("_target_") is None:
         return False
-    raise ValueError(f"unknown logger {name!r}; valid: csv, wandb, none")
+    logger = instantiate(cfg.logger, _convert_="all")
+    logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return logger
+
+
+def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    """The callbacks group: a dict of `_target_` entries, instantiated in order; null entries
+    (or a `_target_: null`) are left out."""
+    return [instantiate(node, _convert_="all") for node in cfg.callbacks.values()
+            if node is not None and node.get("_target_") is not None]
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, meter: ThroughputMeter) -> L.Trainer:
     t = cfg.trainer
-    callbacks: list[L.Callback] = [meter]
-    ck = cfg.callbacks.checkpoint
-    checkpoints = run_dir / "checkpoints"
-    # Best validation accuracy (evaluated on test at the end) ...
-    callbacks.append(ModelCheckpoint(dirpath=checkpoints, monitor=ck.monitor, mode=ck.mode,
-                                     save_top_k=1, filename="best-{step}"))
-    # ... and last.ckpt every `every_n_steps` training steps and on SIGTERM, for resuming.
-    callbacks.append(ResumeCheckpoint(checkpoints / "last.ckpt", ck.every_n_steps))
-    bar = cfg.callbacks.progress_bar
-    if bar == "rich":
-        callbacks.append(RichProgressBar())
-    elif bar == "tqdm":
-        callbacks.append(TQDMProgressBar())
+    cfg = with_run_dir(cfg, run_dir)
+    callbacks = [meter, *build_callbacks(cfg)]
     return L.Trainer(
         accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes,
         precision=resolve_precision(t.precision), max_steps=t.max_steps,
@@ -255,10 +185,18 @@ def build_trainer(cfg: DictConfig, run_dir: Path, meter: ThroughputMeter) -> L.T
         gradient_clip_val=t.gradient_clip_val, limit_train_batches=t.limit_train_batches,
         limit_val_batches=t.limit_val_batches, limit_test_batches=t.limit_test_batches,
         log_every_n_steps=t.log_every_n_steps, deterministic=t.deterministic,
-        logger=build_logger(cfg, run_dir), callbacks=callbacks, default_root_dir=run_dir,
-        enable_progress_bar=bar != "none",
+        logger=build_logger(cfg), callbacks=callbacks, default_root_dir=run_dir,
+        enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
         use_distributed_sampler=False,  # the datamodule shards batches itself (lra/sampling.py)
     )
+
+
+def with_run_dir(cfg: DictConfig, run_dir: Path) -> DictConfig:
+    """A copy of cfg with paths.run_dir set, which the logger and checkpoint configs read."""
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.paths.run_dir = str(run_dir)
+    return cfg
 
 
 def _metric(metrics: dict, key: str) -> float | None:
@@ -266,11 +204,12 @@ def _metric(metrics: dict, key: str) -> float | None:
     return None if value is None else float(value)
 
 
-def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+def run(cfg: DictConfig, run_dir: str | Path) -> RunRecord:
     """Train, evaluate the best-validation checkpoint on test, write and return the record."""
     check_config(cfg)
     resume_from, run_dir = resolve_resume(cfg.get("resume"), Path(run_dir))
     trust = cfg.trust_checkpoint
+    cfg = with_run_dir(cfg, run_dir)  # the record's config names the run dir too
     if resume_from is not None:
         check_checkpoint(resume_from, trust=trust)
         log.info("resuming from %s", resume_from)
@@ -296,47 +235,39 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
                                 weights_only=not trust)
     test = test_metrics[0] if test_metrics else {}
 
-    record = {
-        "task": cfg.task.name,
-        "attention": cfg.attn.name,
-        "attention_options": attention_options(cfg),
-        "seed": int(cfg.seed),
-        "tag": cfg.get("tag"),
-        "status": "completed",
-        "error": None,
-        "data": {"source": data.source, "location": data.location, "sizes": data.sizes(),
-                 "notes": data.notes},
-        "metrics": {"val_acc": val_acc, "test_acc": _metric(test, "test/acc"),
-                    "test_loss": _metric(test, "test/loss")},
-        "throughput": meter.summary(trainer.world_size),
-        "memory": peak_memory(trainer.strategy.root_device),
-        "wall_time_s": time.perf_counter() - started,
-        "steps": int(trainer.global_step),
-        "resumed_from": str(resume_from) if resume_from else None,
-        "skipped_nonfinite_batches": model.skipped_batches,
-        "best_checkpoint": best_path or None,
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "versions": versions(),
-        "git": git_info(),
-        "device": device_info(),
-        "precision": str(trainer.precision),
-        "run_dir": str(run_dir),
-        "created": now_iso(),
-    }
+    record = RunRecord(
+        task=cfg.task.name, attention=cfg.attn.name, attention_options=attention_options(cfg),
+        seed=int(cfg.seed), tag=cfg.get("tag"), status="completed",
+        data=DataInfo(source=data.source, location=data.location, sizes=data.sizes(),
+                      notes=data.notes),
+        metrics=Metrics(val_acc=val_acc, test_acc=_metric(test, "test/acc"),
+                        test_loss=_metric(test, "test/loss")),
+        throughput=Throughput(**meter.summary(trainer.world_size)),
+        memory=Memory(**peak_memory(trainer.strategy.root_device)),
+        wall_time_s=time.perf_counter() - started, steps=int(trainer.global_step),
+        resumed_from=str(resume_from) if resume_from else None,
+        skipped_nonfinite_batches=model.skipped_batches, best_checkpoint=best_path or None,
+        precision=str(trainer.precision), **_provenance(cfg, run_dir),
+    )
     if trainer.is_global_zero:
-        record["record_path"] = str(write_record(run_dir, record))
+        record.record_path = str(run_dir / RECORD_NAME)
+        write_record(run_dir, record)
     if isinstance(trainer.logger, WandbLogger):
         trainer.logger.experiment.finish()  # flush the run now, not at interpreter exit
     return record
 
 
-def failure_record(cfg: DictConfig, run_dir: str | Path, error: BaseException) -> dict[str, Any]:
+def _provenance(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    """The record fields that say what ran where: config, versions, code, device, time."""
+    return {"config": OmegaConf.to_container(cfg, resolve=True), "versions": versions(),
+            "git": git_info(), "device": device_info(), "run_dir": str(run_dir),
+            "created": now_iso()}
+
+
+def failure_record(cfg: DictConfig, run_dir: str | Path, error: BaseException) -> RunRecord:
     """A record for a run that failed, so sweeps and tables show it as a gap with a reason."""
-    record = {
-        "task": cfg.task.name, "attention": cfg.attn.name, "seed": int(cfg.seed),
-        "tag": cfg.get("tag"), "status": "failed", "error": f"{type(error).__name__}: {error}",
-        "config": OmegaConf.to_container(cfg, resolve=True), "versions": versions(),
-        "git": git_info(), "device": device_info(), "run_dir": str(run_dir), "created": now_iso(),
-    }
-    record["record_path"] = str(write_record(run_dir, record))
+    record = RunRecord(task=cfg.task.name, attention=cfg.attn.name, seed=int(cfg.seed),
+                       tag=cfg.get("tag"), status="failed", error=f"{type(error).__name__}: {error}",
+                       record_path=str(Path(run_dir) / RECORD_NAME), **_provenance(cfg, run_dir))
+    write_record(run_dir, record)
     return record

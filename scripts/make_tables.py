@@ -2,12 +2,12 @@
 
     python scripts/make_tables.py outputs --out results/
 
-Reads only the `results.json` records under the given run directories (see lra/results.py)
+Reads only the `results.json` records under the given run directories (see lra/record.py)
 and writes, as Markdown, LaTeX and CSV:
   <out>/<prefix>_accuracy.{md,tex,csv}    LRA test accuracy, mean ± std over seeds
   <out>/<prefix>_efficiency.{md,tex,csv}  training samples/s and peak memory vs softmax
 Missing cells and failed runs become gaps with a note; unreadable records are reported and
-skipped. The aggregation lives in lra/tables.py.
+skipped. The aggregation lives in the lra/tables/ package.
 """
 
 from __future__ import annotations

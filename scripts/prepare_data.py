@@ -21,7 +21,7 @@ import os
 import sys
 from pathlib import Path
 
-TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
+from lra.data import TASKS
 DEFAULT_MAX_LEN = {"listops": 2000, "text": 4000, "retrieval": 4000, "image": 1024,
                    "pathfinder": 1024, "pathx": 16384}
 EXIT_USER_ERROR = 2
@@ -51,78 +51,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- status
-def _count_lines(path: Path, header: bool = False) -> int:
-    with open(path, "rb") as handle:
-        count = sum(1 for line in handle if line.strip())
-    return count - int(header)
-
-
-def _split_sizes(task: str, located) -> dict[str, int | str]:
-    """Cheap split sizes of located inputs (no tokenizing, no image decoding)."""
-    files, settings = located.files, located.settings
-    if task == "listops":
-        return {s: _count_lines(p, header=True) for s, p in files.items()}
-    if task == "retrieval":
-        return {s: _count_lines(p) for s, p in files.items()}
-    if task in ("pathfinder", "pathx"):
-        from lra.data.pathfinder import read_metadata
-
-        total = sum(len(read_metadata(p)) for p in files.values())
-        n_train, n_val = int(total * 0.8), int(total * 0.1)
-        return {"train": n_train, "val": n_val, "test": total - n_train - n_val}
-    reader = settings.get("reader")
-    raw: dict[str, int | str] = {}
-    if reader == "aclImdb":
-        for split in ("train", "test"):
-            raw[split] = sum(len(list(files[f"{split}_{label}"].glob("*.txt"))) for label in ("neg", "pos"))
-    elif reader == "pickle":
-        from lra.data.image import read_batch
-
-        def batch_size(path: Path) -> int:
-            return len(read_batch(path)[b"labels"])
-
-        raw = {"train": sum(batch_size(files[f"data_batch_{i}"]) for i in range(1, 6)),
-               "test": batch_size(files["test_batch"])}
-    elif reader == "hf":
-        import pyarrow.parquet as pq
-
-        for key, path in files.items():
-            split = key.rsplit("_", 1)[0]
-            if path.suffix != ".parquet":
-                raw[split] = "?"
-            elif raw.get(split) != "?":
-                raw[split] = int(raw.get(split, 0)) + pq.ParquetFile(path).metadata.num_rows
-    elif reader == "tfds":
-        info = json.loads(files["dataset_info"].read_text())
-        for split in info.get("splits", []):
-            raw[split["name"]] = sum(int(n) for n in split.get("shardLengths", []))
-    if task == "text":
-        return {"train": raw.get("train", "?"), "val": "= test", "test": raw.get("test", "?")}
-    train = raw.get("train", "?")
-    if isinstance(train, int):
-        n_val = int(round(train * 0.1))
-        return {"train": train - n_val, "val": n_val, "test": raw.get("test", "?")}
-    return {"train": "?", "val": "?", "test": raw.get("test", "?")}
-
-
-def _source_label(task: str, located, sizes: dict) -> str:
-    if located.source:
-        return located.source
-    from importlib import import_module
-
-    official = getattr(import_module(f"lra.data.{'pathfinder' if task == 'pathx' else task}"),
-                       "OFFICIAL_SIZES", None)
-    if task in ("pathfinder", "pathx"):
-        from lra.data.pathfinder import OFFICIAL_MIN_IMAGES
-
-        return "official" if sum(sizes.values()) >= OFFICIAL_MIN_IMAGES else "sample"
-    if official and all(isinstance(sizes.get(s), int) and sizes[s] >= n for s, n in official.items()):
-        return "official"
-    return "sample"
-
-
 def task_status(task: str, data_dir: Path) -> dict:
-    """{task, found, source, location, sizes, help} for one task."""
+    """{task, found, source, location, sizes, help} for one task: the task's data module says
+    where its files are, how large its splits are and whether they are the official release."""
     from lra.data import task_module
     from lra.data.base import DataNotFoundError
 
@@ -131,10 +62,10 @@ def task_status(task: str, data_dir: Path) -> dict:
         located = module.locate(data_dir)
     except DataNotFoundError as err:
         return {"task": task, "found": False, "help": str(err)}
-    sizes = _split_sizes(task, located)
+    sizes = module.split_sizes(located)
     where = located.settings.get("folder") or located.settings.get("version_dir") or \
         str(Path(next(iter(located.files.values()))).parent)
-    return {"task": task, "found": True, "source": _source_label(task, located, sizes),
+    return {"task": task, "found": True, "source": module.source_of(located, sizes),
             "location": where, "sizes": sizes}
 
 

@@ -21,7 +21,7 @@ def compose_train(overrides: list[str] | None = None) -> DictConfig:
 def tiny_run_overrides(tmp_path: Path, task: str = "listops", attn: str = "softmax") -> list[str]:
     """Overrides for a 2-step fit + test on a few generated ListOps examples under tmp_path."""
     return [
-        f"task={task}", f"attn={attn}", "debug=fast", "logger=none", "callbacks.progress_bar=none",
+        f"task={task}", f"attn={attn}", "debug=fast", "logger=none", "callbacks/progress_bar=none",
         f"paths.data_dir={tmp_path / 'data'}", f"paths.output_dir={tmp_path / 'outputs'}",
         "task.batch_size=4", "task.max_len=2000",
         "task.data.generate={train: 16, val: 8, test: 8, seed: 0}",

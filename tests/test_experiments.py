@@ -1,4 +1,4 @@
-"""The paper-table presets (configs/experiment/lra/), multi-GPU (trainer=ddp), the Slurm
+"""Table cells (task=X attn=Y), presets, multi-GPU (trainer=ddp), the Slurm
 launcher, and the sweep commands that EXPERIMENTS.md documents."""
 
 from __future__ import annotations
@@ -17,45 +17,31 @@ from tests.helpers import CONFIG_DIR, compose_train
 
 TASKS = ["listops", "text", "retrieval", "image", "pathfinder", "pathx"]
 ATTNS = available_attentions()  # every registered backend has its table cells
-PRESET_DIR = CONFIG_DIR / "experiment" / "lra"
-PRESETS = [f"{task}_{attn}" for task, attn in itertools.product(TASKS, ATTNS)]
+PRESET_DIR = CONFIG_DIR / "experiment"
 
 
-def test_one_preset_per_table_cell():
-    assert sorted(p.stem for p in PRESET_DIR.glob("*.yaml")) == sorted(PRESETS)
-
-
-@pytest.mark.parametrize("preset", PRESETS)
-def test_preset_is_thin(preset):
-    """A preset only picks the task and backend and sets the tag: settings live in task/,
-    attn/ and task_attn/ and are not duplicated."""
-    text = (PRESET_DIR / f"{preset}.yaml").read_text()
-    assert text.startswith("# @package _global_\n")
-    node = OmegaConf.create(text)
-    task, attn = preset.split("_")
-    assert OmegaConf.to_container(node) == {
-        "defaults": [{"override /task": task}, {"override /attn": attn}], "tag": f"lra/{preset}"}
-
-
-@pytest.mark.parametrize("preset", PRESETS)
-def test_preset_composes_to_its_cell(preset):
-    """`experiment=lra/<task>_<attn>` is exactly `task=<task> attn=<attn>` plus the tag."""
-    task, attn = preset.split("_")
-    cfg = compose_train([f"experiment=lra/{preset}"])
-    assert (cfg.task.name, cfg.attn.name, cfg.tag) == (task, attn, f"lra/{preset}")
-    plain = compose_train([f"task={task}", f"attn={attn}", f"tag=lra/{preset}"])
-    assert OmegaConf.to_container(cfg, resolve=True) == OmegaConf.to_container(plain, resolve=True)
+def test_presets_carry_settings():
+    """A preset exists only to carry settings: each one composes to something other than the
+    task and backend it selects (a table cell needs no preset: it is task=X attn=Y)."""
+    presets = sorted(p.relative_to(PRESET_DIR).with_suffix("").as_posix()
+                     for p in PRESET_DIR.rglob("*.yaml"))
+    assert presets == ["quick"]
+    for preset in presets:
+        cfg = compose_train([f"experiment={preset}"])
+        plain = compose_train([f"task={cfg.task.name}", f"attn={cfg.attn.name}"])
+        differing = {key for key in cfg if cfg[key] != plain[key]}
+        assert differing & {"task", "trainer", "model", "optim", "sched"}, preset
 
 
 @pytest.mark.parametrize("task,rank,eps,n_iters", [
     ("listops", 4, 0.1, 25), ("text", 32, 0.1, 25), ("retrieval", 64, 0.1, 25),
     ("image", 8, 25.0, 3), ("pathfinder", 64, 0.1, 25), ("pathx", 64, 0.1, 25),
 ])
-def test_lot_presets_carry_per_task_settings(task, rank, eps, n_iters):
-    cfg = compose_train([f"experiment=lra/{task}_lot"])
+def test_lot_cells_carry_per_task_settings(task, rank, eps, n_iters):
+    cfg = compose_train([f"task={task}", "attn=lot"])
     assert (cfg.attn.rank, cfg.attn.eps, cfg.attn.n_iters) == (rank, eps, n_iters)
     # ... and the command line still wins over them.
-    cfg = compose_train([f"experiment=lra/{task}_lot", "attn.rank=2", "seed=3"])
+    cfg = compose_train([f"task={task}", "attn=lot", "attn.rank=2", "seed=3"])
     assert (cfg.attn.rank, cfg.seed) == (2, 3)
 
 
@@ -70,8 +56,8 @@ PAPER_SETTINGS = {
 
 
 @pytest.mark.parametrize("task", sorted(PAPER_SETTINGS))
-def test_presets_train_with_the_paper_settings(task):
-    cfg = compose_train([f"experiment=lra/{task}_softmax"])
+def test_cells_train_with_the_paper_settings(task):
+    cfg = compose_train([f"task={task}", "attn=softmax"])
     assert (cfg.task.max_len, cfg.task.num_classes, cfg.task.batch_size, cfg.optim.lr,
             cfg.sched.warmup_steps, cfg.trainer.max_steps,
             cfg.trainer.val_check_interval) == PAPER_SETTINGS[task]
@@ -81,7 +67,7 @@ def test_presets_train_with_the_paper_settings(task):
 
 def test_ddp_trainer_composes_and_inherits_defaults():
     default = compose_train([]).trainer
-    cfg = compose_train(["experiment=lra/text_lot", "trainer=ddp", "trainer.devices=2"])
+    cfg = compose_train(["task=text", "attn=lot", "trainer=ddp", "trainer.devices=2"])
     assert (cfg.trainer.strategy, cfg.trainer.devices, cfg.trainer.accelerator) == ("ddp", 2, "auto")
     for key in ("gradient_clip_val", "precision", "num_nodes", "max_steps", "val_check_interval",
                 "num_workers", "log_every_n_steps"):
@@ -95,7 +81,7 @@ def test_ddp_trainer_builds_a_two_process_lightning_trainer(tmp_path):
     from lra.throughput import ThroughputMeter
 
     cfg = compose_train(["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
-                         "logger=none", "callbacks.progress_bar=none"])
+                         "logger=none", "callbacks/progress_bar=none"])
     trainer = build_trainer(cfg, tmp_path, ThroughputMeter())
     assert type(trainer.strategy).__name__ == "DDPStrategy"
     assert (trainer.world_size, trainer.num_devices) == (2, 2)
@@ -104,7 +90,7 @@ def test_ddp_trainer_builds_a_two_process_lightning_trainer(tmp_path):
 def test_slurm_launcher_composes():
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[
-            "experiment=lra/text_lot", "hydra/launcher=submitit_slurm",
+            "task=text", "attn=lot", "hydra/launcher=submitit_slurm",
             "hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=2",
             "hydra.launcher.tasks_per_node=2", "hydra.launcher.timeout_min=1440",
             "trainer=ddp", "trainer.devices=2"], return_hydra_config=True)
@@ -120,7 +106,7 @@ def test_slurm_launcher_composes():
 
 def test_slurm_launcher_on_the_command_line():
     result = subprocess.run(
-        [sys.executable, "train.py", "experiment=lra/listops_lot", "hydra/launcher=submitit_slurm",
+        [sys.executable, "train.py", "task=listops", "attn=lot", "hydra/launcher=submitit_slurm",
          "hydra.launcher.partition=gpu", "--cfg", "hydra", "--package", "hydra.launcher"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -140,22 +126,23 @@ def _sweep_jobs(*overrides: str) -> list[list[str]]:
 
 
 def test_documented_sweeps_expand_to_the_table():
-    """EXPERIMENTS.md's whole-table sweep: 5 tasks x 8 backends x 3 seeds. Hydra lists only the
-    top level of a group, so `experiment=glob(lra/*)` matches nothing; the presets are swept as
-    their own group `+experiment/lra`."""
-    jobs = _sweep_jobs("+experiment/lra=glob(*,exclude=pathx_*)", "seed=0,1,2")
-    presets = sorted({job[0].split("=")[1] for job in jobs})
-    assert len(jobs) == 5 * len(ATTNS) * 3 and presets == sorted(p for p in PRESETS if not p.startswith("pathx"))
-    assert len(_sweep_jobs("+experiment/lra=glob(text_*)")) == len(ATTNS)  # one column
-    assert len(_sweep_jobs("+experiment/lra=glob(*_lot)")) == 6  # one row, Path-X included
-    assert _sweep_jobs("experiment=glob(lra/*)") == []
+    """EXPERIMENTS.md's sweeps: the whole table is 5 tasks x every backend x 3 seeds; globs over
+    the task and attn groups pick the cells."""
+    jobs = _sweep_jobs("task=glob(*,exclude=pathx)", "attn=glob(*)", "seed=0,1,2", "tag=lra")
+    cells = sorted({(job[0].split("=")[1], job[1].split("=")[1]) for job in jobs})
+    assert len(jobs) == 5 * len(ATTNS) * 3
+    assert cells == sorted(itertools.product([t for t in TASKS if t != "pathx"], ATTNS))
+    assert len(_sweep_jobs("task=text", "attn=glob(*)")) == len(ATTNS)  # one column
+    assert len(_sweep_jobs("task=glob(*)", "attn=lot")) == 6  # one row, Path-X included
+    assert len(_sweep_jobs("task=pathx", "attn=glob(*)", "seed=0,1,2")) == 3 * len(ATTNS)
     assert len(_sweep_jobs("task=listops,text,retrieval,image,pathfinder",
                            "attn=" + ",".join(ATTNS), "seed=0,1,2")) == 5 * len(ATTNS) * 3
 
 
-def test_preset_group_override_matches_experiment_override():
-    """`+experiment/lra=<cell>` (the sweep form) composes the same run as `experiment=lra/<cell>`."""
-    a = compose_train(["+experiment/lra=image_lot", "seed=1"])
-    b = compose_train(["experiment=lra/image_lot", "seed=1"])
-    assert OmegaConf.to_container(a, resolve=True) == OmegaConf.to_container(b, resolve=True)
-    assert a.attn.rank == 8 and a.tag == "lra/image_lot"
+def test_documented_commands_name_no_missing_preset():
+    """Every `experiment=<name>` in the docs is a config file."""
+    import re
+
+    for doc in ("README.md", "EXPERIMENTS.md", "configs/README.md"):
+        for name in re.findall(r"experiment=([\w/]+)", (REPO_ROOT / doc).read_text()):
+            assert (PRESET_DIR / f"{name}.yaml").is_file(), (doc, name)

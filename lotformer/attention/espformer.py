@@ -23,7 +23,8 @@ identity directions) and soft-sorts both sides with the row-normalised SoftSort,
 sum to 1 only approximately; here the directions are random and the query side is
 column-normalised. Padded tokens take no slot and get no weight.
 
-Cost: O(L N^2) time, O(N^2) memory per head (slices are accumulated one at a time). Runs in
+Cost: O(L N^2) time, O(N^2) memory per head, in training too (slices are accumulated one at a
+time; with autograd each slice is recomputed in the backward pass rather than stored). Runs in
 float32 (float64 for float64 inputs) with autocast disabled; the output is cast back.
 """
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from lotformer.attention.base import AttentionBackend, dense_map
 from lotformer.attention.registry import register_attention
@@ -98,15 +100,25 @@ class ESPFormerAttention(AttentionBackend):
         distance = torch.cdist(q * D ** -0.5, k * D ** -0.5)  # (B, H, N, N)
         return plan, (plan * distance).sum(dim=(-2, -1))
 
+    def _slice_output(self, q, k, v, key_padding_mask, l):
+        """G_l v (B, H, N, Dv) and the slice's cost (B, H)."""
+        plan, cost = self._slice(q, k, key_padding_mask, l)  # (B, H, N, N), (B, H)
+        return plan @ v, cost
+
     def forward(self, q, k, v, key_padding_mask=None):
-        # Online softmax over slices: only one N x N plan is alive at a time.
+        # Online softmax over slices: only one N x N plan is alive at a time, in the backward
+        # pass too (each slice is recomputed there instead of keeping its N x N intermediates).
         best = acc = norm = None
         for l in range(self.num_slices):
-            plan, cost = self._slice(q, k, key_padding_mask, l)  # (B, H, N, N), (B, H)
+            if torch.is_grad_enabled():
+                plan_v, cost = checkpoint(self._slice_output, q, k, v, key_padding_mask, l,
+                                          use_reentrant=False)
+            else:
+                plan_v, cost = self._slice_output(q, k, v, key_padding_mask, l)
             logit = -self.temperature * cost  # (B, H)
             new_best = logit if best is None else torch.maximum(best, logit)
             scale = torch.exp(logit - new_best)[..., None, None]  # (B, H, 1, 1)
-            term = scale * (plan @ v)  # (B, H, N, Dv)
+            term = scale * plan_v  # (B, H, N, Dv)
             if best is None:
                 acc, norm = term, scale
             else:

@@ -13,22 +13,15 @@ from lra.data.cache import cached
 
 log = logging.getLogger(__name__)
 
-# Task name -> module under lra.data implementing locate() and read().
-TASK_MODULES = {
-    "listops": "listops",
-    "text": "text",
-    "retrieval": "retrieval",
-    "image": "image",
-    "pathfinder": "pathfinder",
-    "pathx": "pathx",
-}
+# Tasks: each is the module lra.data.<task> implementing locate() and read().
+TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
 
 
 def task_module(name: str) -> ModuleType:
     """The data module of task `name`; a clear error lists the valid names."""
-    if name not in TASK_MODULES:
-        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(TASK_MODULES))}")
-    return import_module(f"lra.data.{TASK_MODULES[name]}")
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(TASKS))}")
+    return import_module(f"lra.data.{name}")
 
 
 def load_task(name: str, *, data_dir: str | Path, cache_dir: str | Path, max_len: int,
@@ -52,4 +45,4 @@ def load_task(name: str, *, data_dir: str | Path, cache_dir: str | Path, max_len
 
 
 __all__ = ["DataNotFoundError", "MalformedDataError", "SplitArrays", "TaskData", "load_task",
-           "task_module", "TASK_MODULES"]
+           "task_module", "TASKS"]

@@ -55,6 +55,10 @@ class TaskData:
     location: str  # file or folder the data was read from
     notes: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"data source {self.source!r} is not one of {', '.join(SOURCES)}")
+
     def sizes(self) -> dict[str, int]:
         return {name: len(split) for name, split in self.splits.items()}
 
@@ -80,6 +84,20 @@ class Located:
             stat = path.stat()
             stats[name] = [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
         return {"files": stats, "source": self.source, **self.settings}
+
+
+def release_source(sizes: dict[str, int | str], official: dict[str, int]) -> str:
+    """'official' when every split is at least as large as the official release's, else
+    'sample' (a size not known, "?", counts as smaller)."""
+    full = all(isinstance(sizes.get(s), int) and sizes[s] >= n for s, n in official.items())
+    return "official" if full else "sample"
+
+
+def count_lines(path: Path, header: bool = False) -> int:
+    """Non-blank lines of a text file (less a header line): a split's size without reading it."""
+    with open(path, "rb") as handle:
+        count = sum(1 for line in handle if line.strip())
+    return count - int(header)
 
 
 def pad_rows(rows: list[list[int]] | list[np.ndarray], max_len: int,

@@ -180,8 +180,7 @@ def read(located: Located, *, max_len: int = SEQ_LEN) -> TaskData:
         ids[:, :SEQ_LEN] = pixels_to_ids(rgb_to_grayscale(images))
         arrays[split] = (ids, check_labels(labels, NUM_CLASSES, f"{location} ({split})"))
     train_ids, train_labels = arrays["train"]
-    n_val = int(round(len(train_ids) * VAL_FRACTION))
-    n_train = len(train_ids) - n_val
+    n_train, n_val = _train_val(len(train_ids))
     splits = {
         "train": SplitArrays(ids=train_ids[:n_train], labels=train_labels[:n_train]),
         "val": SplitArrays(ids=train_ids[n_train:], labels=train_labels[n_train:]),
@@ -192,3 +191,27 @@ def read(located: Located, *, max_len: int = SEQ_LEN) -> TaskData:
     if small:
         notes.append(f"smaller than the official CIFAR-10 LRA sizes {OFFICIAL_SIZES}: {small}")
     return TaskData(splits=splits, source=located.source, location=location, notes=notes)
+
+
+def _train_val(n: int) -> tuple[int, int]:
+    """Training images -> (train, val): val is the last VAL_FRACTION of them."""
+    n_val = int(round(n * VAL_FRACTION))
+    return n - n_val, n_val
+
+
+def split_sizes(located: Located) -> dict[str, int | str]:
+    """Split sizes without decoding images (the raw pickles are read for their labels)."""
+    if located.settings.get("reader") == "pickle":
+        counts: dict[str, int | str] = {
+            "train": sum(len(_read_pickle(located.files[name])[1]) for name in RAW_FILES[:5]),
+            "test": len(_read_pickle(located.files["test_batch"])[1])}
+    else:
+        counts = sources.raw_split_counts(located)
+    train = counts.get("train", "?")
+    n_train, n_val = _train_val(train) if isinstance(train, int) else ("?", "?")
+    return {"train": n_train, "val": n_val, "test": counts.get("test", "?")}
+
+
+def source_of(located: Located, sizes: dict[str, int | str]) -> str:
+    """The download's kind (raw, hf, tfds): CIFAR-10 has no separate LRA release."""
+    return located.source

@@ -28,8 +28,10 @@ from lra.data.base import (
     SplitArrays,
     TaskData,
     check_labels,
+    count_lines,
     find_file,
     pad_rows,
+    release_source,
 )
 from lra.data.progress import progress_bar
 
@@ -225,9 +227,16 @@ def _tree_options(generate: dict) -> dict[str, int]:
 def read(located: Located, *, max_len: int) -> TaskData:
     """Read all splits; a release copy smaller than the official one is marked `sample`."""
     splits = {split: read_tsv(path, max_len) for split, path in located.files.items()}
-    source = located.source
-    if source is None:
-        full = all(len(splits[s]) >= OFFICIAL_SIZES[s] for s in SPLITS)
-        source = "official" if full else "sample"
+    source = source_of(located, {s: len(a) for s, a in splits.items()})
     return TaskData(splits=splits, source=source, location=str(located.files["train"].parent),
                     notes=list(located.notes))
+
+
+def split_sizes(located: Located) -> dict[str, int]:
+    """Split sizes of located files without reading them (one header line per TSV)."""
+    return {split: count_lines(path, header=True) for split, path in located.files.items()}
+
+
+def source_of(located: Located, sizes: dict[str, int | str]) -> str:
+    """generated, else official when the splits are the official release's sizes, else sample."""
+    return located.source or release_source(sizes, OFFICIAL_SIZES)

@@ -266,8 +266,8 @@ def read(located: Located, *, max_len: int | None = None) -> TaskData:
         raise MalformedDataError(f"{folder}/metadata: no images listed")
     total = len(entries)
     order = np.random.default_rng(int(located.settings["split_seed"])).permutation(total)
-    n_train = int(total * SPLIT_FRACTIONS["train"])
-    n_val = int(total * SPLIT_FRACTIONS["val"])
+    sizes = split_counts(total)
+    n_train, n_val = sizes["train"], sizes["val"]
     bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, total)}
     split_of = np.empty(total, dtype=np.int8)
     position = np.empty(total, dtype=np.int64)
@@ -306,5 +306,21 @@ def read(located: Located, *, max_len: int | None = None) -> TaskData:
         notes.append(f"skipped {len(counts[UNREADABLE])} missing or unreadable images, e.g. {counts[UNREADABLE][0]}")
     if max_len < side * side:
         notes.append(f"images truncated to the first {max_len} of {side * side} pixels")
-    source = located.source or ("official" if total >= OFFICIAL_MIN_IMAGES else "sample")
-    return TaskData(splits=splits, source=source, location=str(folder), notes=notes)
+    return TaskData(splits=splits, source=source_of(located, {"all": total}), location=str(folder),
+                    notes=notes)
+
+
+def split_counts(total: int) -> dict[str, int]:
+    """The 80/10/10 split of `total` listed images (before skipping unreadable ones)."""
+    n_train, n_val = int(total * SPLIT_FRACTIONS["train"]), int(total * SPLIT_FRACTIONS["val"])
+    return {"train": n_train, "val": n_val, "test": total - n_train - n_val}
+
+
+def split_sizes(located: Located) -> dict[str, int]:
+    """Split sizes from the metadata files, without decoding an image."""
+    return split_counts(sum(len(read_metadata(path)) for path in located.files.values()))
+
+
+def source_of(located: Located, sizes: dict[str, int]) -> str:
+    """generated, else official for a copy of the release's size, else sample."""
+    return located.source or ("official" if sum(sizes.values()) >= OFFICIAL_MIN_IMAGES else "sample")

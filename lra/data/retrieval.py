@@ -25,7 +25,9 @@ from lra.data.base import (
     SplitArrays,
     TaskData,
     check_labels,
+    count_lines,
     find_file,
+    release_source,
 )
 from lra.data.tokenizers import BYTE_OFFSET
 
@@ -107,13 +109,20 @@ def read_tsv(path: str | Path, max_len: int) -> SplitArrays:
 def read(located: Located, *, max_len: int = MAX_LEN) -> TaskData:
     """Read all splits; a copy smaller than the official one is marked `sample`."""
     splits = {split: read_tsv(path, max_len) for split, path in located.files.items()}
-    source = located.source
-    if source is None:
-        full = all(len(splits[s]) >= OFFICIAL_SIZES[s] for s in OFFICIAL_SIZES)
-        source = "official" if full else "sample"
+    source = source_of(located, {s: len(a) for s, a in splits.items()})
     notes = list(located.notes)
     empty = {s: int((np.asarray(a.ids[:, :, 0]) == 0).sum()) for s, a in splits.items()}
     if any(empty.values()):
         notes.append(f"empty documents (all padding) per split: {empty}")
     return TaskData(splits=splits, source=source, location=str(located.files["train"].parent),
                     notes=notes)
+
+
+def split_sizes(located: Located) -> dict[str, int]:
+    """Split sizes of located files without reading them (one pair per line)."""
+    return {split: count_lines(path) for split, path in located.files.items()}
+
+
+def source_of(located: Located, sizes: dict[str, int | str]) -> str:
+    """official when the splits are the official release's sizes, else sample."""
+    return located.source or release_source(sizes, OFFICIAL_SIZES)

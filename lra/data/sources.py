@@ -246,3 +246,32 @@ def allocate(shape: tuple[int, ...], dtype=np.int16) -> np.ndarray:
         return np.zeros(shape, dtype=dtype)
     handle = tempfile.TemporaryFile(prefix="lra-array-")
     return np.memmap(handle, dtype=dtype, mode="w+", shape=shape)
+
+
+def raw_split_counts(located: Located) -> dict[str, int | str]:
+    """Examples per split of a download found by `locate_download` ("?" where the files do not
+    say it cheaply), read from folder listings and metadata, not from the examples.
+
+    Readers: aclImdb (one .txt per review under <split>_<label>), hf (parquet row counts),
+    tfds (dataset_info.json shard lengths); others count nothing here.
+    """
+    files, reader = located.files, located.settings.get("reader")
+    counts: dict[str, int | str] = {}
+    if reader == "aclImdb":
+        for key, folder in files.items():
+            split = key.rsplit("_", 1)[0]
+            counts[split] = int(counts.get(split, 0)) + len(list(folder.glob("*.txt")))
+    elif reader == "hf":
+        import pyarrow.parquet as pq
+
+        for key, path in files.items():
+            split = key.rsplit("_", 1)[0]
+            if path.suffix != ".parquet":
+                counts[split] = "?"
+            elif counts.get(split) != "?":
+                counts[split] = int(counts.get(split, 0)) + pq.ParquetFile(path).metadata.num_rows
+    elif reader == "tfds":
+        info = json.loads(files["dataset_info"].read_text())
+        for split in info.get("splits", []):
+            counts[split["name"]] = sum(int(n) for n in split.get("shardLengths", []))
+    return counts

@@ -131,3 +131,15 @@ def read(located: Located, *, max_len: int = MAX_LEN) -> TaskData:
         notes.append(f"smaller than the official IMDB sizes {OFFICIAL_SIZES}: {small}")
     return TaskData(splits={"train": splits["train"], "val": splits["test"], "test": splits["test"]},
                     source=located.source, location=location, notes=notes)
+
+
+def split_sizes(located: Located) -> dict[str, int | str]:
+    """Split sizes without reading a review; val is the test split."""
+    counts = sources.raw_split_counts(located)
+    return {"train": counts.get("train", "?"), "val": counts.get("test", "?"),
+            "test": counts.get("test", "?")}
+
+
+def source_of(located: Located, sizes: dict[str, int | str]) -> str:
+    """The download's kind (raw, hf, tfds): IMDB has no separate LRA release."""
+    return located.source

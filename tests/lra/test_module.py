@@ -1,4 +1,5 @@
-"""The LightningModule pieces: schedule shape, two-document head."""
+"""The LightningModule pieces: schedule shape, two-document head, and the optimizer and
+schedule that the `optim` and `sched` config groups build."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import math
 import pytest
 import torch
 
-from lra.module import LRAModule, warmup_cosine
+from lra.module import LRAModule, ModelConfig
+from lra.runner import build_module
+from lra.schedules import warmup_cosine
+from tests.helpers import compose_train
 
 
 def test_warmup_cosine_endpoints_and_shape():
@@ -23,7 +27,7 @@ def test_warmup_cosine_endpoints_and_shape():
 
 
 def test_dual_module_classifies_pairs_with_one_encoder():
-    model = LRAModule(vocab_size=20, max_len=16, num_classes=2, dual=True, attention="softmax")
+    model = LRAModule(ModelConfig(vocab_size=20, max_len=16, num_classes=2, dual=True))
     ids = torch.randint(1, 20, (3, 2, 16))
     mask = torch.ones_like(ids, dtype=torch.bool)
     mask[0, 1, 10:] = False
@@ -34,6 +38,63 @@ def test_dual_module_classifies_pairs_with_one_encoder():
 
 
 def test_encoder_rejects_input_longer_than_position_table():
-    model = LRAModule(vocab_size=20, max_len=8, num_classes=2, attention="softmax")
+    model = LRAModule(ModelConfig(vocab_size=20, max_len=8, num_classes=2))
     with pytest.raises(ValueError, match="longer than the position table"):
         model(torch.ones(1, 9, dtype=torch.long), torch.ones(1, 9, dtype=torch.bool))
+
+
+def test_model_config_is_built_from_task_model_and_attn_groups():
+    module = build_module(compose_train(["task=text", "attn=lot", "model.depth=1"]))
+    config = module.config
+    assert (config.vocab_size, config.max_len, config.num_classes, config.depth) == (512, 4000, 2, 1)
+    assert config.attention_name == "lot" and config.attention_options["rank"] == 32
+    assert module.hparams["model"]["attention"]["rank"] == 32  # plain values in checkpoints
+
+
+def test_default_optimizer_is_adamw_with_the_warmup_cosine_schedule():
+    cfg = compose_train(["task=listops", "attn=softmax"])
+    setup = build_module(cfg).configure_optimizers()
+    optimizer, schedule = setup["optimizer"], setup["lr_scheduler"]["scheduler"]
+    assert type(optimizer) is torch.optim.AdamW
+    assert optimizer.defaults["betas"] == (0.9, 0.98) or list(optimizer.defaults["betas"]) == [0.9, 0.98]
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * cfg.task.lr)  # warmup start
+    assert setup["lr_scheduler"]["interval"] == "step"
+    optimizer.step()
+    schedule.step()
+    assert optimizer.param_groups[0]["lr"] > 0.1 * cfg.task.lr
+
+
+def test_optim_sgd_is_used():
+    cfg = compose_train(["task=listops", "attn=softmax", "optim=sgd", "optim.lr=0.5"])
+    optimizer = build_module(cfg).configure_optimizers()["optimizer"]
+    assert type(optimizer) is torch.optim.SGD
+    assert optimizer.defaults["lr"] == 0.5 and optimizer.defaults["momentum"] == 0.9
+
+
+class ToyOptimizer(torch.optim.SGD):
+    """A stand-in optimizer named by `_target_` on the command line."""
+
+    def __init__(self, params, lr: float, toy_flag: str) -> None:
+        super().__init__(params, lr=lr)
+        self.toy_flag = toy_flag
+
+
+def test_a_new_optim_file_with_any_target_is_used(tmp_path):
+    """A user's own `optim/toy.yaml` (here in an extra config dir) is what trains."""
+    (tmp_path / "optim").mkdir()
+    (tmp_path / "optim" / "toy.yaml").write_text(
+        f"_target_: {__name__}.ToyOptimizer\n_partial_: true\nlr: 0.25\ntoy_flag: x\n")
+    cfg = compose_train(["task=listops", "attn=softmax", "sched=constant", "optim=toy",
+                         f"hydra.searchpath=[file://{tmp_path}]"])
+    setup = build_module(cfg).configure_optimizers()
+    optimizer = setup["optimizer"]
+    assert isinstance(optimizer, ToyOptimizer) and optimizer.toy_flag == "x"
+    optimizer.step()
+    setup["lr_scheduler"]["scheduler"].step()
+    assert optimizer.param_groups[0]["lr"] == 0.25
+
+
+def test_module_without_optimizer_factory_cannot_train():
+    module = LRAModule(ModelConfig(vocab_size=20, max_len=8, num_classes=2))
+    with pytest.raises(RuntimeError, match="without an optimizer factory"):
+        module.configure_optimizers()

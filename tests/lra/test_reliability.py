@@ -32,7 +32,9 @@ from tests.lra.data_fixtures import RunsCommand
 
 def _overrides(tmp_path: Path, *extra: str) -> list[str]:
     """A 12-step softmax run with checkpoints every 3 steps and validation every 4."""
-    return tiny_run_overrides(tmp_path) + [
+    extra_groups = {e.split("=")[0] for e in extra if "/" in e.split("=")[0]}
+    base = [o for o in tiny_run_overrides(tmp_path) if o.split("=")[0] not in extra_groups]
+    return base + [
         "task.max_steps=12", "task.eval_every=4", "callbacks.checkpoint.every_n_steps=3",
         "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", *extra,
     ]
@@ -101,12 +103,12 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, reference_run, sig, eve
     resumed = run(compose_train(_overrides(tmp_path, f"resume={run_dir}",
                                            f"callbacks.checkpoint.every_n_steps={every}")),
                   tmp_path / "new-dir")
-    assert resumed["resumed_from"] == str(last)
-    assert resumed["run_dir"] == str(run_dir)  # the run continues in its own directory
-    assert resumed["steps"] == reference["steps"] == 12
-    assert resumed["metrics"] == reference["metrics"]
-    _assert_same_weights(Path(reference["best_checkpoint"]), Path(resumed["best_checkpoint"]))
-    assert Path(reference["best_checkpoint"]).name == Path(resumed["best_checkpoint"]).name
+    assert resumed.resumed_from == str(last)
+    assert resumed.run_dir == str(run_dir)  # the run continues in its own directory
+    assert resumed.steps == reference.steps == 12
+    assert resumed.metrics == reference.metrics
+    _assert_same_weights(Path(reference.best_checkpoint), Path(resumed.best_checkpoint))
+    assert Path(reference.best_checkpoint).name == Path(resumed.best_checkpoint).name
     final = _state(last)  # the resumed run's last checkpoint is at step 12, as the reference's
     assert torch.load(last, weights_only=True)["global_step"] == 12
     assert all(torch.equal(final[k], v) for k, v in _state(reference_dir / "checkpoints" / "last.ckpt").items())
@@ -118,7 +120,7 @@ def test_sigterm_saves_a_checkpoint_at_the_step_it_stopped(tmp_path):
     never = "100000"  # no periodic checkpoint, no validation, no end of training in this test
     cmd = _train_cmd(_overrides(tmp_path, f"hydra.run.dir={run_dir}", f"task.max_steps={never}",
                                 f"callbacks.checkpoint.every_n_steps={never}", f"task.eval_every={never}",
-                                "callbacks.progress_bar=tqdm"))
+                                "callbacks/progress_bar=tqdm"))
     with _killed_on_exit(subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE,
                                           stderr=subprocess.STDOUT, text=True)) as proc:
         seen: list[str] = []
@@ -141,12 +143,12 @@ def test_seeded_runs_repeat_bit_for_bit(tmp_path):
     first = run(compose_train(_overrides(tmp_path, "seed=7")), tmp_path / "a")
     second = run(compose_train(_overrides(tmp_path, "seed=7")), tmp_path / "b")
     other = run(compose_train(_overrides(tmp_path, "seed=8")), tmp_path / "c")
-    assert first["metrics"] == second["metrics"]
+    assert first.metrics == second.metrics
     _assert_same_weights(tmp_path / "a" / "checkpoints" / "last.ckpt", tmp_path / "b" / "checkpoints" / "last.ckpt")
     with pytest.raises(AssertionError):
         _assert_same_weights(tmp_path / "a" / "checkpoints" / "last.ckpt",
                              tmp_path / "c" / "checkpoints" / "last.ckpt")
-    assert other["seed"] == 8
+    assert other.seed == 8
 
 
 def test_two_process_cpu_ddp(tmp_path):
@@ -194,14 +196,14 @@ def test_nonfinite_loss_stops_with_step_examples_and_checkpoint(tmp_path, monkey
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
 
     record = run(compose_train(_overrides(tmp_path, "on_nonfinite=skip")), tmp_path / "skip")
-    assert record["skipped_nonfinite_batches"] == 1 and record["status"] == "completed"
+    assert record.skipped_nonfinite_batches == 1 and record.status == "completed"
 
 
 def test_bf16_run_stays_finite(tmp_path):
     record = run(compose_train(tiny_run_overrides(tmp_path, attn="lot") + ["trainer.precision=bf16-mixed"]),
                  tmp_path / "run")
-    assert record["precision"] == "bf16-mixed"
-    assert math.isfinite(record["metrics"]["test_loss"])
+    assert record.precision == "bf16-mixed"
+    assert math.isfinite(record.metrics.test_loss)
 
 
 # ----------------------------------------------------------------------------- bad input

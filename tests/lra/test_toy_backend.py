@@ -81,5 +81,5 @@ def test_trained_through_lra(toy, tmp_path):
     # configs/attn/softmax.yaml holds only its name: the toy's YAML would look the same
     overrides = tiny_run_overrides(tmp_path, attn="softmax") + [f"attn.name={toy}"]
     record = run(compose_train(overrides), tmp_path / "run")
-    assert record["attention"] == toy and record["steps"] == 2
-    assert 0.0 <= record["metrics"]["test_acc"] <= 1.0
+    assert record.attention == toy and record.steps == 2 and record.status == "completed"
+    assert 0.0 <= record.metrics.test_acc <= 1.0

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from lotformer.attention import registry
+from lra.record import RunRecord
 from lra.results import write_record
-from lra.tables import (ACCURACY_CSV_FIELDS, PUBLISHED_ROWS, STANDARD_TASKS, Cell,
+from lra.tables import (ACCURACY_CSV_FIELDS, PUBLISHED_ROWS, PUBLISHED_SOURCES, STANDARD_TASKS, Cell,
                         accuracy_table, efficiency_table, filter_by_tag, format_mean_std,
                         format_ratio, load_records, mean_std, render_csv, render_latex,
                         render_markdown)
@@ -105,6 +107,18 @@ def test_format_ratio():
     assert format_ratio(12.34) == "12.3x" and format_ratio(None) == "—"
 
 
+def test_published_rows_come_from_the_data_file_with_their_sources(tmp_path):
+    from lra.tables.published import PUBLISHED_FILE, read_published
+
+    assert PUBLISHED_ROWS == read_published(PUBLISHED_FILE)
+    assert all(row.citation for row in PUBLISHED_ROWS)
+    assert PUBLISHED_SOURCES["LRA"].startswith("Tay et al., Long Range Arena")
+    odd = tmp_path / "published.yaml"
+    odd.write_text("- {source: X, citation: Y, rows: [{model: M, listop: 1.0}]}\n")
+    with pytest.raises(ValueError, match="unknown keys"):
+        read_published(odd)
+
+
 def test_published_rows_match_their_averages_and_sources():
     """A transcription check: each published Avg is the mean of its five cells, except the LRA
     paper's Sinkhorn Transformer row, whose printed Avg (51.39) is not its cells' mean (51.48)."""
@@ -130,7 +144,7 @@ def test_published_rows_match_their_averages_and_sources():
 def test_load_records_skips_corrupt_and_malformed(sweep_dir, tmp_path):
     loaded = load_records([sweep_dir, tmp_path / "nowhere"])
     assert len(loaded.records) == len(sweep_records())
-    assert all(r["_path"].endswith("results.json") for r in loaded.records)
+    assert all(r.path.endswith("results.json") for r in loaded.records)
     skipped = "\n".join(loaded.skipped)
     assert len(loaded.skipped) == 3, skipped
     assert "corrupt/results.json: unreadable (JSONDecodeError" in skipped
@@ -139,10 +153,11 @@ def test_load_records_skips_corrupt_and_malformed(sweep_dir, tmp_path):
 
 
 def test_filter_by_tag():
-    records = [record("text", "lot", 0, 0.5, tag="lra/text_lot"), record("text", "lot", 1, 0.5, tag="quick"),
-               record("text", "lot", 2, 0.5, tag=None)]
-    kept, dropped = filter_by_tag(records, "lra/*")
-    assert [r["seed"] for r in kept] == [0] and dropped == 2
+    records = [RunRecord.from_dict(r) for r in (
+        record("text", "lot", 0, 0.5, tag="lra"), record("text", "lot", 1, 0.5, tag="quick"),
+        record("text", "lot", 2, 0.5, tag=None))]
+    kept, dropped = filter_by_tag(records, "lra*")
+    assert [r.seed for r in kept] == [0] and dropped == 2
     assert filter_by_tag(records, None) == (records, 0)
 
 
@@ -255,11 +270,36 @@ def test_accuracy_latex_and_csv():
     assert (lot_avg["mean"], lot_avg["best"], lot_avg["n"]) == ("59.2", "1", "")
     assert by_key[("measured", "linear", "listops")]["nonofficial_data"] == "1"
     assert by_key[("measured", "linear", "text")]["status"] == "missing"
-    transformer = by_key[("published", "Transformer", "text")]
-    assert (transformer["source"], transformer["mean"], transformer["best"]) == ("LRA", "64.27", "0")
-    assert by_key[("published", "LOTFormer", "text")]["mean"] == "71.1"
+    published = {(r["source"], r["label"], r["task"]): r for r in rows if r["block"] == "published"}
+    transformer = published[("LRA", "Transformer", "text")]
+    assert (transformer["backend"], transformer["mean"], transformer["best"]) == ("softmax", "64.27", "0")
+    assert published[("Skyformer", "Self-attention", "text")]["backend"] == "softmax"
+    assert published[("LOTFormer", "LOTFormer", "text")]["backend"] == "lot"
+    assert published[("LOTFormer", "LOTFormer", "text")]["mean"] == "71.1"
+    assert published[("LRA", "BigBird", "text")]["backend"] == "bigbird"
+    assert published[("LRA", "Sinkhorn Transformer", "text")]["backend"] == ""  # not Sinkformer
     # The published Linformer row shares a name with the measured one but is never "best".
     assert all(r["best"] == "0" for r in rows if r["block"] == "published")
+
+
+def test_a_registered_backend_appears_with_its_title_and_published_rows(monkeypatch):
+    """Titles, row order and published-row ownership come from the backend registry."""
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    @registry.register_attention("toy")
+    class ToyAttention:
+        title = "Toy Former"
+        published_names = ("BigBird",)
+
+    records = [record("text", attn, 0, 0.6) for attn in ("toy", "softmax", "lot", "linear")]
+    table = accuracy_table(records)
+    assert [row[0].text for row in table.rows] == ["LOT", "Softmax", "Linear", "Toy Former"]
+    assert table.cell("Toy Former", "Text").text == "60.0 (n=1)"
+    bigbird = [r for r in table.csv_rows if r["block"] == "published" and r["label"] == "BigBird"]
+    assert bigbird and all(r["backend"] == "toy" for r in bigbird)
+    assert efficiency_table(records).rows[3][1].text == "Toy Former"
+    # A backend that is not registered (an old record) keeps its name and comes last.
+    assert accuracy_table(records + [record("text", "zzz", 0, 0.5)]).rows[-1][0].text == "zzz"
 
 
 # ---------------------------------------------------------------------------------------------
