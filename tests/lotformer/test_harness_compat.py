@@ -11,21 +11,7 @@ import torch
 from lotformer.attention import build_attention
 from lotformer.attention.skyformer import gaussian_kernel_attention
 
-F64 = torch.float64
-
-
-def make_qkv(B, H, N, D, *, seed=0, scale=1.0):
-    g = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(B, H, N, D, generator=g, dtype=F64) for _ in range(3))
-    return q * scale, k * scale, v
-
-
-def lengths_mask(lengths, N):
-    return torch.arange(N)[None, :] < torch.tensor(lengths)[:, None]  # (B, N)
-
-
-def build(name, H=2, D=4, **options):
-    return build_attention(name, num_heads=H, head_dim=D, **options).to(F64).eval()
+from tests.lotformer.test_baselines import F64, build, lengths_mask, make_qkv  # noqa: E402
 
 
 def masked_softmax_attention(scores, v, mask):

@@ -11,22 +11,13 @@ import torch
 from lotformer.attention import build_attention
 from lotformer.attention.espformer import soft_sort_plans
 
-F64 = torch.float64
-
-
-def make_qkv(B, H, N, D, *, seed=0, scale=1.0):
-    g = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(B, H, N, D, generator=g, dtype=F64) for _ in range(3))
-    return q * scale, k * scale, v
-
-
-def lengths_mask(lengths, N):
-    return torch.arange(N)[None, :] < torch.tensor(lengths)[:, None]  # (B, N)
+from tests.lotformer.test_baselines import F64, lengths_mask, make_qkv  # noqa: E402
+from tests.lotformer.test_baselines import build as build_f64  # noqa: E402
 
 
 def build(name, H=2, D=4, **options):
-    torch.manual_seed(0)
-    return build_attention(name, num_heads=H, head_dim=D, **options).to(F64).eval()
+    torch.manual_seed(0)  # the backends' random parts
+    return build_f64(name, H=H, D=D, **options)
 
 
 def masked_softmax(scores, allowed):
