@@ -116,8 +116,8 @@ def check_labels(labels: np.ndarray, num_classes: int, where: str) -> np.ndarray
     bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if bad.size:
         raise MalformedDataError(
-            f"{where}: label {labels[bad[0]]} at row {bad[0]} is outside 0..{num_classes - 1}; "
-            "the file does not match this task"
+            f"{where}: label {labels[bad[0]]} of example {bad[0] + 1} (1-based, in reading "
+            f"order) is outside 0..{num_classes - 1}; the file does not match this task"
         )
     return labels
 

@@ -66,3 +66,13 @@ def test_release_source(sizes, source):
     from lra.data.listops import OFFICIAL_SIZES
 
     assert release_source(sizes, OFFICIAL_SIZES) == source
+
+
+def test_out_of_range_label_names_its_example_1_based():
+    import numpy as np
+    import pytest
+
+    from lra.data.base import MalformedDataError, check_labels
+
+    with pytest.raises(MalformedDataError, match=r"x: label 12 of example 3 \(1-based"):
+        check_labels(np.array([0, 1, 12]), 10, "x")
