@@ -39,6 +39,7 @@ class Metrics:
     val_acc: float | None = None
     test_acc: float | None = None
     test_loss: float | None = None
+    majority_test_acc: float | None = None  # always predicting the test split's commonest label
 
 
 @dataclass
@@ -84,6 +85,7 @@ class RunRecord:
     resumed_from: str | None = None
     skipped_nonfinite_batches: int | None = None
     best_checkpoint: str | None = None
+    learning_curve: str | None = None  # learning_curve.png in the run dir (CSV logger runs)
     precision: str | None = None
     config: dict[str, Any] | None = None
     versions: dict[str, str] | None = None

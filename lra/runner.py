@@ -16,12 +16,13 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
-from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lotformer.attention import UnknownAttentionError, attention_class
 from lra.errors import CheckpointError, ConfigError
 
+from lra.curves import majority_accuracy, plot_learning_curve
 from lra.datamodule import LRADataModule
 from lra.module import LRAModule
 from lra.record import DataInfo, Memory, Metrics, RunRecord, Throughput
@@ -241,7 +242,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> RunRecord:
         data=DataInfo(source=data.source, location=data.location, sizes=data.sizes(),
                       notes=data.notes),
         metrics=Metrics(val_acc=val_acc, test_acc=_metric(test, "test/acc"),
-                        test_loss=_metric(test, "test/loss")),
+                        test_loss=_metric(test, "test/loss"),
+                        majority_test_acc=majority_accuracy(data.splits["test"].labels)),
         throughput=Throughput(**meter.summary(trainer.world_size)),
         memory=Memory(**peak_memory(trainer.strategy.root_device)),
         wall_time_s=time.perf_counter() - started, steps=int(trainer.global_step),
@@ -250,6 +252,12 @@ def run(cfg: DictConfig, run_dir: str | Path) -> RunRecord:
         precision=str(trainer.precision), **_provenance(cfg, run_dir),
     )
     if trainer.is_global_zero:
+        if isinstance(trainer.logger, CSVLogger):
+            curve = plot_learning_curve(
+                Path(trainer.logger.log_dir) / "metrics.csv", run_dir / "learning_curve.png",
+                f"{record.task} / {record.attention} / seed {record.seed}",
+                record.metrics.majority_test_acc)
+            record.learning_curve = None if curve is None else str(curve)
         record.record_path = str(run_dir / RECORD_NAME)
         write_record(run_dir, record)
     if isinstance(trainer.logger, WandbLogger):

@@ -19,6 +19,7 @@ def print_summary(record: RunRecord, console: Console | None = None) -> None:
     table = Table(title=f"{record.task} / {record.attention} / seed {record.seed} "
                         f"({record.data.source} data)", show_header=False)
     table.add_row("test accuracy", _fmt(m.test_acc, ".4f"))
+    table.add_row("majority class (test)", _fmt(m.majority_test_acc, ".4f"))
     table.add_row("best val accuracy", _fmt(m.val_acc, ".4f"))
     table.add_row("train samples/s", _fmt(t.train_samples_per_s, ".1f"))
     table.add_row("train tokens/s", _fmt(t.train_tokens_per_s, ",.0f"))
@@ -27,3 +28,5 @@ def print_summary(record: RunRecord, console: Console | None = None) -> None:
     console.print(table)
     console.print(f"results record: {record.record_path or '(not written on this rank)'}",
                   soft_wrap=True)
+    if record.learning_curve:
+        console.print(f"learning curve: {record.learning_curve}", soft_wrap=True)

@@ -94,6 +94,7 @@ def test_main_command_prints_summary(tmp_path):
     overrides = [o for o in tiny_run_overrides(tmp_path, attn="lot") if not o.startswith("callbacks")]
     result = _train(overrides, tmp_path)
     assert "test accuracy" in result.stdout and "results record:" in result.stdout
+    assert "majority class (test)" in result.stdout
     records = list((tmp_path / "outputs" / "runs").rglob("results.json"))
     assert len(records) == 1
 
