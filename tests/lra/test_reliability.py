@@ -349,6 +349,6 @@ def test_trust_checkpoint_loads_a_checkpoint_with_a_custom_object(finished_run, 
     assert "set trust_checkpoint=true to load it anyway" in str(err.value)
     assert not marker.exists()
     record = _resume(tmp_path, run_dir, "trust_checkpoint=true")
-    assert record["status"] == "completed" and record["resumed_from"] == str(last)
-    assert record["steps"] == 2
+    assert record.status == "completed" and record.resumed_from == str(last)
+    assert record.steps == 2
     assert marker.exists()  # the object was restored, its code run: the risk the flag accepts

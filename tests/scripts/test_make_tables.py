@@ -289,14 +289,15 @@ def test_a_registered_backend_appears_with_its_title_and_published_rows(monkeypa
     @registry.register_attention("toy")
     class ToyAttention:
         title = "Toy Former"
-        published_names = ("BigBird",)
+        published_names = ("Sinkhorn Transformer",)  # a published row no backend owns
 
     records = [record("text", attn, 0, 0.6) for attn in ("toy", "softmax", "lot", "linear")]
     table = accuracy_table(records)
     assert [row[0].text for row in table.rows] == ["LOT", "Softmax", "Linear", "Toy Former"]
     assert table.cell("Toy Former", "Text").text == "60.0 (n=1)"
-    bigbird = [r for r in table.csv_rows if r["block"] == "published" and r["label"] == "BigBird"]
-    assert bigbird and all(r["backend"] == "toy" for r in bigbird)
+    owned = [r for r in table.csv_rows
+             if r["block"] == "published" and r["label"] == "Sinkhorn Transformer"]
+    assert owned and all(r["backend"] == "toy" for r in owned)
     assert efficiency_table(records).rows[3][1].text == "Toy Former"
     # A backend that is not registered (an old record) keeps its name and comes last.
     assert accuracy_table(records + [record("text", "zzz", 0, 0.5)]).rows[-1][0].text == "zzz"
