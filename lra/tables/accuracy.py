@@ -114,6 +114,29 @@ class _Measured:
             entry["best"] = int((entry["label"], column) in best)
 
 
+def _majority_row(cells: dict, tasks: list[str], digits: int) -> tuple[list[Cell], list]:
+    """The 'Majority class' reference row: per task, the accuracy of always answering the
+    commonest test label of the data the runs used (their records), with the range when runs of
+    the task saw different test splits. Empty when no record carries it."""
+    row, csv_rows = [Cell("Majority class")], []
+    for task in tasks:
+        values = [100.0 * r.metrics.majority_test_acc for (t, _), runs in cells.items()
+                  if t == task for r in runs
+                  if r.metrics is not None and r.metrics.majority_test_acc is not None]
+        if not values:
+            row.append(Cell(GAP))
+            continue
+        low, high, mean = min(values), max(values), statistics.fmean(values)
+        text = f"{mean:.{digits}f}"
+        if round(high - low, digits) > 0:
+            text += f" ({low:.{digits}f}-{high:.{digits}f})"
+        row.append(Cell(text))
+        csv_rows.append(_csv("majority", None, task, mean=mean, n=len(values), cell=text,
+                             status="ok", label="Majority class"))
+    row.append(Cell(GAP))
+    return (row, csv_rows) if csv_rows else ([], [])
+
+
 def _published_block(rows: Iterable[PublishedRow], tasks: list[str]) -> tuple[list, list]:
     """Rows 'Model [source]' and their CSV rows (backend: the registered backend, if any)."""
     table_rows, csv_rows = [], []
@@ -163,8 +186,13 @@ def accuracy_table(records: Iterable[RunRecord | dict], *, published: bool = Tru
     for backend in backend_order(r.attention for r in records):
         measured.add_row(backend)
     measured.mark_best(columns)
+    majority, majority_csv = _majority_row(cells, tasks, digits)  # a reference, never "best"
     extra_rows, extra_csv = _published_block(PUBLISHED_ROWS if published else (), tasks)
-    return Table(title="LRA accuracy (test accuracy, %)", columns=columns, rows=measured.rows,
+    return Table(title="LRA accuracy (test accuracy, %)", columns=columns,
+                 rows=measured.rows + ([majority] if majority else []),
                  extra_title="Published results" if published else None, extra_rows=extra_rows,
-                 notes=_notes(measured, failed, duplicates, published),
-                 csv_rows=measured.csv_rows + extra_csv)
+                 notes=_notes(measured, failed, duplicates, published) + (
+                     ["Majority class: always answering the commonest label of the test split the "
+                      "runs used (a floor, not a method; range over runs when their data differ)."]
+                     if majority else []),
+                 csv_rows=measured.csv_rows + majority_csv + extra_csv)

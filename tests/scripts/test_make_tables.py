@@ -380,3 +380,22 @@ def test_cli_no_published_tag_filter_and_empty_input(sweep_dir, tmp_path):
     empty.mkdir()
     result = run_cli(str(empty), "--out", str(out))
     assert result.returncode == 1 and "run train.py first" in result.stdout
+
+
+def test_majority_class_reference_row_from_the_records():
+    records = [record("listops", "lot", 0, 0.37), record("listops", "softmax", 0, 0.40),
+               record("text", "lot", 0, 0.70), record("image", "lot", 0, 0.4)]
+    for rec, majority in zip(records, (0.13, 0.17, 0.5, None)):
+        rec["metrics"]["majority_test_acc"] = majority
+    table = accuracy_table(records, published=False)
+    assert table.rows[-1][0].text == "Majority class"
+    assert table.cell("Majority class", "ListOps").text == "15.0 (13.0-17.0)"
+    assert table.cell("Majority class", "Text").text == "50.0"
+    assert table.cell("Majority class", "Image").text == "—"
+    assert not any(c.best for c in table.rows[-1])  # a reference, never the best
+    csv = [r for r in table.csv_rows if r["block"] == "majority"]
+    assert {r["task"]: r["n"] for r in csv} == {"listops": 2, "text": 1}
+    # records written before the field existed: no row
+    for rec in records:
+        del rec["metrics"]["majority_test_acc"]
+    assert all(row[0].text != "Majority class" for row in accuracy_table(records).rows)
