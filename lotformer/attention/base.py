@@ -139,6 +139,13 @@ def option_at_most_max_len(options: Mapping[str, Any], key: str, default: int, m
         raise ValueError(message.format(value=value, max_len=max_len))
 
 
+def require_max_len(max_len: int | None, backend: str, purpose: str) -> None:
+    """For a constructor whose tables are sized by max_len: ValueError when it is missing."""
+    if max_len is None or max_len < 1:
+        raise ValueError(f"{backend} needs max_len >= 1 (the longest sequence) to size its "
+                         f"{purpose}; got max_len={max_len}")
+
+
 def zero_padded(x: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch.Tensor:
     """Zero the padded positions of a (B, H, N, D) tensor."""
     if key_padding_mask is None:

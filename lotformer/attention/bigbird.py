@@ -33,7 +33,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from lotformer.attention.base import AttentionBackend, dense_map, identity_values
+from lotformer.attention.base import (AttentionBackend, dense_map, identity_values,
+                                      require_max_len)
 from lotformer.attention.registry import register_attention
 
 
@@ -59,9 +60,7 @@ class BigBirdAttention(AttentionBackend):
             raise ValueError(f"window_blocks must be an odd number >= 1, got {window_blocks}")
         if num_random_blocks < 0:
             raise ValueError(f"num_random_blocks must be >= 0, got {num_random_blocks}")
-        if max_len is None or max_len < 1:
-            raise ValueError("bigbird needs max_len >= 1 (the longest sequence) to size its fixed "
-                             f"random-block table; got max_len={max_len}")
+        require_max_len(max_len, "bigbird", "fixed random-block table")
         self.block_size = block_size
         self.window_blocks = window_blocks
         self.num_random_blocks = num_random_blocks

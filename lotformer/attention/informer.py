@@ -36,6 +36,7 @@ from lotformer.attention.base import (
     AttentionBackend,
     dense_map,
     identity_values,
+    require_max_len,
     zero_padded,
 )
 from lotformer.attention.registry import register_attention
@@ -59,9 +60,7 @@ class InformerAttention(AttentionBackend):
         super().__init__(num_heads=num_heads, head_dim=head_dim, max_len=max_len)
         if factor < 1:
             raise ValueError(f"factor (the sampling factor c) must be >= 1, got {factor}")
-        if max_len is None or max_len < 1:
-            raise ValueError("informer needs max_len >= 1 (the longest sequence) to size its fixed "
-                             f"key-sample table; got max_len={max_len}")
+        require_max_len(max_len, "informer", "fixed key-sample table")
         self.factor = factor
         max_samples = max(1, int(probsparse_count(torch.tensor([max_len]), factor)))
         self.register_buffer("sample_uniforms", torch.rand(max_len, max_samples))
