@@ -1,8 +1,8 @@
 """The results record: one `results.json` per run, written by `lra.runner`, read by the tables.
 
 `RunRecord` is the one definition of the record's fields. `to_dict` is what is written;
-`from_dict` reads any record written so far (older records lack `cell` and `schema`, failed
-runs have no measurements) and rejects only what cannot be used at all, with the reason.
+`from_dict` reads any record written so far (older records lack `cell`, `schema` and
+`schedule`, failed runs have no measurements) and rejects only what cannot be used at all, with the reason.
 Keys it does not know are kept in `extra`, so reading and writing again loses nothing.
 Values inside the sections are kept as written; the tables check the numbers they use.
 """
@@ -60,7 +60,27 @@ class Memory:
     kind: str | None = None
 
 
-SECTIONS = {"data": DataInfo, "metrics": Metrics, "throughput": Throughput, "memory": Memory}
+@dataclass
+class Schedule:
+    """How long the run trained against the paper's schedule for its task (REFERENCE §2).
+    shortened: fewer steps than the paper's (None when the paper's count is not known); such
+    a run is not comparable with published numbers."""
+
+    max_steps: int | None = None
+    paper_max_steps: int | None = None
+    warmup_steps: int | None = None
+    eval_every: int | None = None
+    shortened: bool | None = None
+
+    @classmethod
+    def of_run(cls, *, steps: int, paper_max_steps: int | None, **settings: int) -> Schedule:
+        """The schedule of a run that trained `steps` steps (a time limit may stop it early)."""
+        shortened = None if paper_max_steps is None else steps < paper_max_steps
+        return cls(paper_max_steps=paper_max_steps, shortened=shortened, **settings)
+
+
+SECTIONS = {"data": DataInfo, "metrics": Metrics, "throughput": Throughput, "memory": Memory,
+            "schedule": Schedule}
 OBJECTS = ("attention_options", "config", "versions", "git", "device")  # free-form objects
 
 
@@ -80,6 +100,7 @@ class RunRecord:
     metrics: Metrics | None = None
     throughput: Throughput | None = None
     memory: Memory | None = None
+    schedule: Schedule | None = None  # absent in records written before it existed
     wall_time_s: float | None = None
     steps: int | None = None
     resumed_from: str | None = None

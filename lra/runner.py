@@ -25,7 +25,7 @@ from lra.errors import CheckpointError, ConfigError
 from lra.curves import majority_accuracy, plot_learning_curve
 from lra.datamodule import LRADataModule
 from lra.module import LRAModule
-from lra.record import DataInfo, Memory, Metrics, RunRecord, Throughput
+from lra.record import DataInfo, Memory, Metrics, RunRecord, Schedule, Throughput
 from lra.results import RECORD_NAME, device_info, git_info, now_iso, versions, write_record
 from lra.throughput import ThroughputMeter, peak_memory, reset_peak_memory
 
@@ -181,6 +181,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, meter: ThroughputMeter) -> L.T
     return L.Trainer(
         accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes,
         precision=resolve_precision(t.precision), max_steps=t.max_steps,
+        max_time=t.get("max_time"),  # a time limit ("DD:HH:MM:SS"): the run may stop early
         # Validation every `eval_every` optimizer steps, counted across epochs; at least once.
         val_check_interval=min(t.val_check_interval, t.max_steps), check_val_every_n_epoch=None,
         gradient_clip_val=t.gradient_clip_val, limit_train_batches=t.limit_train_batches,
@@ -246,6 +247,9 @@ def run(cfg: DictConfig, run_dir: str | Path) -> RunRecord:
                         majority_test_acc=majority_accuracy(data.splits["test"].labels)),
         throughput=Throughput(**meter.summary(trainer.world_size)),
         memory=Memory(**peak_memory(trainer.strategy.root_device)),
+        schedule=Schedule.of_run(steps=int(trainer.global_step), max_steps=int(cfg.trainer.max_steps),
+                                 paper_max_steps=cfg.task.get("paper_max_steps"),
+                                 warmup_steps=cfg.task.get("warmup_steps"), eval_every=cfg.task.eval_every),
         wall_time_s=time.perf_counter() - started, steps=int(trainer.global_step),
         resumed_from=str(resume_from) if resume_from else None,
         skipped_nonfinite_batches=model.skipped_batches, best_checkpoint=best_path or None,
