@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from lra.tables import (ACCURACY_CSV_FIELDS, EFFICIENCY_CSV_FIELDS, TEXT_COLUMNS, Table,
-                        accuracy_table, efficiency_table, filter_by_tag, load_records,
-                        render_csv, render_latex, render_markdown)
+from lra.tables import TEXT_COLUMNS, Table, filter_by_tag, load_records
+from lra.tables.write import build_tables, write_tables
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -77,23 +75,11 @@ def main(argv: list[str] | None = None) -> int:
 
     skipped_note = ([f"Skipped inputs (unreadable or malformed): {'; '.join(loaded.skipped)}."]
                     if loaded.skipped else [])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    tables = {
-        "accuracy": (accuracy_table(records, published=not args.no_published, digits=args.digits),
-                     ACCURACY_CSV_FIELDS),
-        "efficiency": (efficiency_table(records), EFFICIENCY_CSV_FIELDS),
-    }
-    written = []
-    for name, (table, fields) in tables.items():
-        table.notes += skipped_note
+    tables = build_tables(records, published=not args.no_published, digits=args.digits,
+                          notes=skipped_note)
+    for table, _ in tables.values():
         show(console, table)
-        stem = out / f"{args.prefix}_{name}"
-        for suffix, text in ((".md", render_markdown(table)), (".tex", render_latex(table)),
-                             (".csv", render_csv(table.csv_rows, fields))):
-            path = stem.with_suffix(suffix)
-            path.write_text(text, encoding="utf-8")
-            written.append(str(path))
+    written = [str(path) for path in write_tables(tables, args.out, args.prefix)]
     console.print(f"{len(records)} record(s) from {', '.join(args.run_dirs)}; wrote "
                   + ", ".join(written), soft_wrap=True, highlight=False)
     return 0

@@ -10,12 +10,12 @@ from lra.record import RunRecord
 from lra.tables.published import PUBLISHED_ROWS, PUBLISHED_SOURCES, PublishedRow
 from lra.tables.records import (STANDARD_TASKS, TASK_TITLES, accuracy_of, as_records,
                                 backend_order, backend_title, failure_reason, gap_notes,
-                                is_nonofficial, rounded, seeds, settings_key, split_usable,
+                                rounded, run_marks, seeds, settings_key, split_usable,
                                 task_columns)
-from lra.tables.table import DAGGER, GAP, Cell, Table
+from lra.tables.table import DAGGER, DOUBLE_DAGGER, GAP, Cell, Table
 
 ACCURACY_CSV_FIELDS = ("block", "source", "backend", "label", "task", "mean", "std", "n", "seeds",
-                       "best", "nonofficial_data", "status", "cell")
+                       "best", "nonofficial_data", "status", "cell", "shortened")
 
 
 def mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -47,11 +47,12 @@ def _mark_best(rows: list[list[Cell]], values: list[list[float | None]], digits:
 def _csv(block: str, backend: str | None, task: str, *, mean: float | None = None,
          std: float | None = None, n: int | None = None, seeds: str = "",
          nonofficial: bool = False, cell: str = GAP, status: str, source: str = "measured",
-         label: str | None = None) -> dict[str, Any]:
+         label: str | None = None, shortened: bool = False) -> dict[str, Any]:
     return {"block": block, "source": source, "backend": backend or "",
             "label": label or backend_title(backend or ""), "task": task, "mean": rounded(mean),
             "std": rounded(std), "n": n, "seeds": seeds, "best": 0,
-            "nonofficial_data": int(nonofficial), "status": status, "cell": cell}
+            "nonofficial_data": int(nonofficial), "status": status, "cell": cell,
+            "shortened": int(shortened)}
 
 
 class _Measured:
@@ -65,6 +66,7 @@ class _Measured:
         self.missing: list[str] = []
         self.mixed: list[str] = []
         self.any_mark = False
+        self.any_shortened = False
 
     def add_row(self, backend: str) -> None:
         row, vals, task_means, avg_mark = [Cell(backend_title(backend))], [], [], ""
@@ -74,13 +76,14 @@ class _Measured:
             vals.append(mean)
             if mean is not None and task in STANDARD_TASKS:
                 task_means.append(mean)
-                avg_mark = avg_mark or cell.mark
+                avg_mark = "".join(m for m in (DAGGER, DOUBLE_DAGGER) if m in avg_mark + cell.mark)
         if len(task_means) == len(STANDARD_TASKS):
             avg = statistics.fmean(task_means)
             row.append(Cell(f"{avg:.{self.digits}f}", mark=avg_mark))
             vals.append(avg)
             self.csv_rows.append(_csv("measured", backend, "avg", mean=avg, status="ok",
-                                      nonofficial=bool(avg_mark), cell=row[-1].plain))
+                                      nonofficial=DAGGER in avg_mark, cell=row[-1].plain,
+                                      shortened=DOUBLE_DAGGER in avg_mark))
         else:
             row.append(Cell(GAP))
             vals.append(None)
@@ -95,14 +98,16 @@ class _Measured:
             self.csv_rows.append(_csv("measured", backend, task, status="missing"))
             return Cell(GAP), None
         mean, std = mean_std([100.0 * accuracy_of(r) for r in runs])
-        mark = DAGGER if any(is_nonofficial(r) for r in runs) else ""
-        self.any_mark |= bool(mark)
+        mark = run_marks(runs)
+        nonofficial, shortened = DAGGER in mark, DOUBLE_DAGGER in mark
+        self.any_mark |= nonofficial
+        self.any_shortened |= shortened
         if len({settings_key(r) for r in runs}) > 1:
             self.mixed.append(f"{task}/{backend}")
         cell = Cell(format_mean_std(mean, std, len(runs), self.digits), mark=mark)
         self.csv_rows.append(_csv("measured", backend, task, mean=mean, std=std, n=len(runs),
-                                  seeds=seeds(runs), nonofficial=bool(mark), cell=cell.plain,
-                                  status="ok"))
+                                  seeds=seeds(runs), nonofficial=nonofficial, cell=cell.plain,
+                                  status="ok", shortened=shortened))
         return cell, mean
 
     def mark_best(self, columns: list[str]) -> None:
@@ -165,6 +170,9 @@ def _notes(measured: _Measured, failed: list, duplicates: list[str], published: 
     if measured.any_mark:
         notes.append(f"{DAGGER} At least one run of the cell used generated or sample data, not "
                      "the official LRA release: not comparable with published numbers.")
+    if measured.any_shortened:
+        notes.append(f"{DOUBLE_DAGGER} At least one run of the cell trained fewer steps than the "
+                     "paper's schedule (shortened): not comparable with published numbers.")
     notes += gap_notes(measured.missing, failed, duplicates)
     if measured.mixed:
         notes.append("Seeds of these cells ran with different attention options or step counts: "

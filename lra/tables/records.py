@@ -18,6 +18,7 @@ from typing import Any, Iterable
 from lotformer.attention import UnknownAttentionError, attention_class
 from lra.record import RecordError, RunRecord
 from lra.results import find_records, read_record
+from lra.tables.table import DAGGER, DOUBLE_DAGGER
 
 # The five tasks of the LRA average, then Path-X (shown only when a record has it).
 STANDARD_TASKS = ("listops", "text", "retrieval", "image", "pathfinder")
@@ -103,6 +104,19 @@ def _shorten(text: str, limit: int = 80) -> str:
 
 def is_nonofficial(record: RunRecord) -> bool:
     return bool(record.data) and record.data.source in NON_OFFICIAL_SOURCES
+
+
+def is_shortened(record: RunRecord) -> bool:
+    """Trained fewer steps than the paper's schedule (lra.record.Schedule)."""
+    return bool(record.schedule and record.schedule.shortened)
+
+
+def run_marks(runs: Iterable[RunRecord]) -> str:
+    """The marks of a cell's runs: DAGGER for non-official data, DOUBLE_DAGGER for a shortened
+    schedule (either for at least one run)."""
+    runs = list(runs)
+    return ((DAGGER if any(map(is_nonofficial, runs)) else "")
+            + (DOUBLE_DAGGER if any(map(is_shortened, runs)) else ""))
 
 
 def device_label(record: RunRecord) -> str:

@@ -34,7 +34,7 @@ def render_markdown(table: Table) -> str:
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                   "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                  "^": r"\textasciicircum{}", "±": r"$\pm$", "—": "---", "†": r"$^\dagger$",
+                  "^": r"\textasciicircum{}", "±": r"$\pm$", "—": "---", "†": r"$^\dagger$", "‡": r"$^\ddagger$",
                   "ö": r"\"o", "…": r"\ldots{}", "×": r"$\times$"}
 
 

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 GAP = "—"
-DAGGER = "†"
+DAGGER = "†"  # generated or sample data
+DOUBLE_DAGGER = "‡"  # a shortened schedule (fewer steps than the paper)
 TEXT_COLUMNS = ("Backend", "Task", "Device")  # left-aligned; every other column is numeric
 
 
@@ -16,7 +17,7 @@ class Cell:
 
     text: str
     best: bool = False
-    mark: str = ""  # e.g. DAGGER for runs on non-official data
+    mark: str = ""  # DAGGER (non-official data) and/or DOUBLE_DAGGER (shortened schedule)
 
     @property
     def plain(self) -> str:
