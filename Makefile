@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_WORKERS ?= 2
 
-.PHONY: install demo test test-fast bench tables clean-data
+.PHONY: install demo test test-fast bench tables reproduce clean-data
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,13 @@ bench: install
 		--option lot.n_iters=50 --tag cpu-lot-50iters
 	$(BIN)/python scripts/bench_attention.py --preset scaling --backends lot,linear,softmax,nystrom,performer,skyformer --repeats 3
 	$(BIN)/python scripts/bench_attention.py --preset paper-latency --lengths 512,1024,2048,4096,8192 --repeats 3
+
+# Reproduce LRA cells: the default set (ListOps and Pathfinder-32 x LOT and softmax, 3 seeds) at
+# the paper schedule, then tables and results/reproduction.md. Options: REPRODUCE_ARGS, e.g.
+# make reproduce REPRODUCE_ARGS="--set default-small --max-steps listops=2500,pathfinder=100"
+REPRODUCE_ARGS ?=
+reproduce: install
+	$(BIN)/python scripts/reproduce.py $(REPRODUCE_ARGS)
 
 tables: install
 	$(BIN)/python scripts/make_tables.py outputs --out results/
