@@ -46,16 +46,24 @@ def _row(cell: CellReport) -> str:
             f"{diff} | {cell.verdict} | {steps} | {data} | {wall} |")
 
 
+def _steps(cell: CellReport) -> str:
+    """'1413;1422 of 2500 planned steps (time limit; paper 50000)' for a shortened cell."""
+    row = csv_row(cell, 0.0)
+    planned = sorted({r.schedule.max_steps for r in cell.runs if r.schedule and r.schedule.max_steps})
+    stopped = any(r.steps is not None and r.steps < p for r in cell.runs for p in planned[:1])
+    return (f"{cell.name} {row['steps']} of {';'.join(map(str, planned)) or '?'} planned steps"
+            f" ({'stopped by the time limit; ' if stopped else ''}paper {row['paper_steps']})")
+
+
 def _schedule_note(cells: list[CellReport]) -> list[str]:
     shortened = [c for c in cells if c.shortened]
     if not shortened:
         return []
-    steps = "; ".join(f"{c.name} {csv_row(c, 0.0)['steps']} of {csv_row(c, 0.0)['paper_steps']} steps"
-                      for c in shortened)
     return [f"**Shortened schedule{DOUBLE_DAGGER}.** These runs trained fewer steps than the paper: "
-            f"{steps} (warmup and validation interval scaled down with the step count, the learning-"
-            "rate schedule completes). Their accuracies show how far each model gets in that many "
-            f"steps, not whether the published numbers reproduce; their verdict is \"{SHORTENED}\".", ""]
+            + "; ".join(map(_steps, shortened)) + ". Warmup and validation interval were scaled "
+            "down with the planned steps; a run stopped by the time limit ended before its "
+            "learning-rate schedule did. These accuracies show how far each model gets in that "
+            f"many steps, not whether the published numbers reproduce: verdict \"{SHORTENED}\".", ""]
 
 
 def _notes(cells: list[CellReport], ctx: RunContext) -> list[str]:

@@ -20,14 +20,16 @@ FULL, SHORT = 50000, 600
 
 
 def record(task="listops", attn="softmax", seed=0, acc=0.38, *, steps=FULL, source="official",
-           status="completed", error=None) -> RunRecord:
-    """A finished (or failed) run as the runner records it, at `steps` of the paper's 50000."""
+           status="completed", error=None, planned=None) -> RunRecord:
+    """A finished (or failed) run as the runner records it, at `steps` of the paper's 50000
+    (of `planned` max steps when a time limit stopped it)."""
     if status != "completed":
         return RunRecord(task=task, attention=attn, seed=seed, status=status, error=error)
     return RunRecord(task=task, attention=attn, seed=seed, steps=steps,
                      data=DataInfo(source=source, sizes={"train": 96000, "val": 2000, "test": 2000}),
                      metrics=Metrics(test_acc=acc, val_acc=acc, majority_test_acc=0.17),
-                     schedule=Schedule.of_run(steps=steps, max_steps=steps, paper_max_steps=FULL),
+                     schedule=Schedule.of_run(steps=steps, max_steps=planned or steps,
+                                              paper_max_steps=FULL),
                      device={"type": "cpu", "name": "x86_64", "threads": 1}, wall_time_s=60.0)
 
 
@@ -73,7 +75,8 @@ def _plan(tmp_path, **kw):
 def test_report_files_from_known_records(tmp_path):
     plan = _plan(tmp_path, cells="listops/softmax,listops/lot,pathfinder/softmax", seeds="0,1")
     records = [record(seed=0, acc=0.36), record(seed=1, acc=0.40),
-               record(attn="lot", seed=0, acc=0.2, steps=SHORT), record(attn="lot", seed=1, acc=0.3, steps=SHORT),
+               record(attn="lot", seed=0, acc=0.2, steps=SHORT, planned=1000),
+               record(attn="lot", seed=1, acc=0.3, steps=SHORT, planned=1000),
                record(task="pathfinder", seed=0, status="failed", error="RuntimeError: out of memory")]
     write_outputs(plan, records, out=tmp_path / "out", command="reproduce", started="now", wall_time_s=90)
     rows = {(r["task"], r["backend"]): r for r in
@@ -84,7 +87,8 @@ def test_report_files_from_known_records(tmp_path):
     assert (lot["mean"], lot["verdict"], lot["shortened"], lot["steps"]) == ("25.0", SHORTENED, "1", "600")
     assert pf["status"] == "failed" and "out of memory" in pf["errors"]
     md = (tmp_path / "out" / "reproduction.md").read_text()
-    assert "Shortened schedule" in md and "600 of 50000" in md and "1.5 min" in md
+    assert "Shortened schedule" in md and "listops/lot 600 of 1000 planned steps (stopped by the time limit; paper 50000)" in md
+    assert "1.5 min" in md
     assert "Failed: pathfinder/softmax seed 0: status 'failed': RuntimeError: out of memory" in md
     assert "25.00 ± 7.07 (n=2)‡" in md and "[Skyformer]" in md
     assert "‡" in (tmp_path / "out" / "reproduction_accuracy.md").read_text()
