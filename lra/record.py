@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 SCHEMA_VERSION = 1
-STATUSES = ("completed", "failed")
+STATUSES = ("completed", "failed", "diverged")  # diverged: see lra.runner.judge_divergence
 
 
 class RecordError(ValueError):
@@ -80,9 +80,12 @@ class RunRecord:
     metrics: Metrics | None = None
     throughput: Throughput | None = None
     memory: Memory | None = None
-    wall_time_s: float | None = None
+    wall_time_s: float | None = None  # the whole run: all its segments (each up to its last checkpoint)
     steps: int | None = None
-    resumed_from: str | None = None
+    resumed_from: str | None = None  # the checkpoint the last segment resumed from
+    resumes: int = 0  # how many times the run was resumed (segments - 1)
+    segments: list[dict[str, Any]] = field(default_factory=list)  # lra.resume.RunLedger.segment
+    reevaluated: str | None = None  # when the test was repeated with reevaluate=true
     skipped_nonfinite_batches: int | None = None
     best_checkpoint: str | None = None
     learning_curve: str | None = None  # learning_curve.png in the run dir (CSV logger runs)
