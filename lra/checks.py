@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lotformer.attention import attention_class
-from lra.data import TaskData
+from lra.data import TaskData, task_module
 from lra.errors import ConfigError
 
 # Numeric settings: key -> (integer?, smallest allowed value, lower bound excluded?).
@@ -83,6 +83,10 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"task.batch_size={task.batch_size} cannot be split over {world} device(s): the batch "
             "size is global, so set it to a multiple of trainer.devices x trainer.num_nodes.")
+    shortest = getattr(task_module(task.name), "MIN_MAX_LEN", 1)
+    if task.max_len < shortest:
+        raise ConfigError(f"task.max_len={task.max_len} is shorter than one {task.name} example "
+                          f"({shortest} tokens, which may not be cut): set task.max_len >= {shortest}.")
     options = {key: value for key, value in attn.items() if key != "name"}
     check_attention_option_types(attn.name, options)
     try:

@@ -25,6 +25,8 @@ from lra.errors import NonFiniteLossError
 
 log = logging.getLogger(__name__)
 NONFINITE_POLICIES = ("stop", "skip")
+MIN_SKIPS_TO_STOP = 20  # with on_nonfinite=skip, training stops once this many batches were
+                        # skipped and they are more than the skip limit's share
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]  # params -> optimizer
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]  # optimizer -> per-step scheduler
@@ -73,13 +75,14 @@ class LRAModule(L.LightningModule):
     """
 
     def __init__(self, model: ModelConfig | dict, optimizer: OptimizerFactory | None = None,
-                 scheduler: SchedulerFactory | None = None, on_nonfinite: str = "stop") -> None:
+                 scheduler: SchedulerFactory | None = None, on_nonfinite: str = "stop",
+                 nonfinite_skip_limit: float = 0.1) -> None:
         super().__init__()
         if on_nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"on_nonfinite must be one of {NONFINITE_POLICIES}, got {on_nonfinite!r}")
         self.config = model if isinstance(model, ModelConfig) else ModelConfig(**model)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.on_nonfinite = on_nonfinite
+        self.on_nonfinite, self.nonfinite_skip_limit = on_nonfinite, nonfinite_skip_limit
         # Plain values only, so that checkpoints load with weights_only and rebuild the model.
         self.save_hyperparameters({"model": asdict(self.config), "on_nonfinite": on_nonfinite})
         self.skipped_batches = 0
@@ -134,6 +137,11 @@ class LRAModule(L.LightningModule):
             self.skipped_batches += 1
             log.warning("non-finite loss at step %d (examples %s): batch skipped",
                         self.global_step, indices)
+            seen = self.global_step + 1  # a skipped batch still counts as a step
+            if self.skipped_batches >= MIN_SKIPS_TO_STOP and self.skipped_batches > self.nonfinite_skip_limit * seen:
+                log.error("%d of %d training batches skipped: the run has diverged; training stops",
+                          self.skipped_batches, seen)
+                self.trainer.should_stop = True  # else a run whose every batch is NaN never ends
             return None  # Lightning skips the optimizer step for this batch
         path = f"{self.trainer.default_root_dir}/checkpoints/nonfinite-step{self.global_step}.ckpt"
         self.trainer.save_checkpoint(path)  # parameters from before this step

@@ -68,7 +68,7 @@ def build_module(cfg: DictConfig) -> LRAModule:
     scheduler = instantiate(cfg.sched, _convert_="all")
     try:
         return LRAModule(model, optimizer=optimizer, scheduler=scheduler,
-                         on_nonfinite=cfg.on_nonfinite)
+                         on_nonfinite=cfg.on_nonfinite, nonfinite_skip_limit=cfg.nonfinite_skip_limit)
     except UnknownAttentionError:
         raise
     except (ValueError, TypeError) as err:  # an attention option the backend rejects
@@ -210,7 +210,7 @@ def judge_divergence(record: RunRecord, skip_limit: float) -> None:
     """A run that skipped more than `skip_limit` of its training batches (on_nonfinite=skip),
     or whose test loss is not finite, has diverged: its status says so, with the numbers."""
     skipped = record.skipped_nonfinite_batches or 0
-    batches = skipped + (record.steps or 0)  # a skipped batch makes no optimizer step
+    batches = record.steps or 0  # a skipped batch still counts as a (parameter-free) step
     problems = []
     if batches and skipped / batches > skip_limit:
         problems.append(f"{skipped} of {batches} training batches had a non-finite loss and were "
