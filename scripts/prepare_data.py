@@ -56,13 +56,16 @@ def task_status(task: str, data_dir: Path) -> dict:
     where its files are, how large its splits are and whether they are the official release."""
     from lra.data import task_module
     from lra.data.base import DataNotFoundError
+    from lra.errors import UserError
 
     module = task_module(task)
     try:
         located = module.locate(data_dir)
+        sizes = module.split_sizes(located)
     except DataNotFoundError as err:
         return {"task": task, "found": False, "help": str(err)}
-    sizes = module.split_sizes(located)
+    except (UserError, OSError, ValueError) as err:  # found, but a file is damaged or refused
+        return {"task": task, "found": False, "broken": True, "help": str(err)}
     where = located.settings.get("folder") or located.settings.get("version_dir") or \
         str(Path(next(iter(located.files.values()))).parent)
     return {"task": task, "found": True, "source": module.source_of(located, sizes),
@@ -85,11 +88,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             table.add_row(row["task"], "[green]found", row["source"], str(sizes["train"]), str(sizes["val"]),
                           str(sizes["test"]), row["location"])
         else:
-            table.add_row(row["task"], "[red]missing", "-", "-", "-", "-", "-")
+            table.add_row(row["task"], "[red]broken" if row.get("broken") else "[red]missing",
+                          "-", "-", "-", "-", "-")
     console.print(table)
     for row in rows:
         if not row["found"]:
-            console.print(f"\n[bold]{row['task']}[/bold]: {row['help']}", highlight=False)
+            fix = " Replace the damaged file (download or generate it again)." if row.get("broken") else ""
+            console.print(f"\n[bold]{row['task']}[/bold]: {row['help']}{fix}", highlight=False)
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
     return 0
