@@ -7,10 +7,13 @@ both documents with one encoder and classify [u, v, u*v, u-v] (REFERENCE §2).
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -21,7 +24,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lotformer.encoder import LRAEncoder
-from lra.errors import NonFiniteLossError
+from lra.errors import CheckpointError, NonFiniteLossError
 
 log = logging.getLogger(__name__)
 NONFINITE_POLICIES = ("stop", "skip")
@@ -66,6 +69,38 @@ class ModelConfig:
         return {k: v for k, v in self.attention.items() if k != "name"}
 
 
+# Checkpoints written before commit d0808a8 store LRAModule's old flat keyword arguments as
+# hparams: the ModelConfig fields, `attention` (the backend name), `attention_options`,
+# `on_nonfinite`, and the optimizer and schedule settings below (now the optim/sched groups').
+LEGACY_TRAINING_KEYS = ("lr", "betas", "adam_eps", "weight_decay", "warmup_steps", "total_steps",
+                        "start_factor", "end_factor")
+
+
+def upgrade_hparams(hparams: dict, where: str = "checkpoint") -> dict:
+    """A checkpoint's hparams in today's layout, {"model": ModelConfig fields, "on_nonfinite"}.
+
+    Today's layout is returned as it is; the flat layout from before ModelConfig is translated
+    (the weights' names did not change); anything else is a CheckpointError saying what to do.
+    """
+    if "model" in hparams:
+        return hparams
+    model_keys = [f.name for f in fields(ModelConfig) if f.name != "attention"]
+    legacy = {*model_keys, "attention", "attention_options", "on_nonfinite", *LEGACY_TRAINING_KEYS}
+    unknown = sorted(set(hparams) - legacy)
+    if unknown or "vocab_size" not in hparams:
+        raise CheckpointError(
+            f"{where}: its hyper-parameters are in neither layout LRAModule reads (today's "
+            "{'model': ..., 'on_nonfinite': ...}, or the flat keyword arguments of checkpoints "
+            f"written before commit d0808a8){f'; unknown keys: {unknown}' if unknown else ''}. "
+            "It was written by another version of this project or by another program: retrain "
+            "the model with this version, or load the checkpoint with the commit that wrote it "
+            "(its run's results.json names it under git).")
+    model = {key: hparams[key] for key in model_keys if key in hparams}
+    model["attention"] = {"name": hparams.get("attention", "softmax"),
+                          **(hparams.get("attention_options") or {})}
+    return {"model": model, "on_nonfinite": hparams.get("on_nonfinite", "stop")}
+
+
 class LRAModule(L.LightningModule):
     """Encoder + MLP head trained with cross-entropy; logs loss and accuracy per split.
 
@@ -100,6 +135,24 @@ class LRAModule(L.LightningModule):
             f"{split}_acc": MulticlassAccuracy(num_classes=c.num_classes, average="micro")
             for split in ("train", "val", "test")
         })
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None,
+                             strict=None, weights_only=None, **kwargs):
+        """Lightning's loader, which also reads a local checkpoint whose hparams are in the
+        layout from before ModelConfig (see :func:`upgrade_hparams`)."""
+        if isinstance(checkpoint_path, (str, os.PathLike)) and Path(checkpoint_path).is_file():
+            checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=weights_only)
+            hparams = checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_KEY)
+            if hparams is not None and "model" not in hparams:
+                checkpoint[cls.CHECKPOINT_HYPER_PARAMS_KEY] = upgrade_hparams(
+                    hparams, where=f"checkpoint {checkpoint_path}")
+                checkpoint.pop(cls.CHECKPOINT_HYPER_PARAMS_NAME, None)  # old: "kwargs"
+                checkpoint_path = io.BytesIO()
+                torch.save(checkpoint, checkpoint_path)
+                checkpoint_path.seek(0)
+        return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict,
+                                            weights_only=weights_only, **kwargs)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """ids, mask: (B, L), or (B, 2, L) for two documents -> logits (B, classes)."""

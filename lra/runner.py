@@ -52,13 +52,8 @@ def resolve_precision(precision: str | int) -> str | int:
 
 
 def build_datamodule(cfg: DictConfig) -> LRADataModule:
-    task = cfg.task
-    return LRADataModule(
-        task=task.name, data_dir=cfg.paths.data_dir, cache_dir=cfg.paths.cache_dir,
-        max_len=task.max_len, batch_size=task.batch_size,
-        eval_batch_size=cfg.trainer.eval_batch_size, num_workers=cfg.trainer.num_workers,
-        seed=cfg.seed, total_steps=cfg.trainer.max_steps, data_options=OmegaConf.to_container(task.data, resolve=True) if task.get("data") is not None else {},
-    )
+    """The LightningDataModule from the datamodule group (task, paths and trainer by interpolation)."""
+    return LRADataModule(instantiate(cfg.datamodule, _convert_="all"))
 
 
 def build_module(cfg: DictConfig) -> LRAModule:

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from lra.data import TASKS
+from lra.data.listops import OFFICIAL_SIZES
 DEFAULT_MAX_LEN = {"listops": 2000, "text": 4000, "retrieval": 4000, "image": 1024,
                    "pathfinder": 1024, "pathx": 16384}
 EXIT_USER_ERROR = 2
@@ -136,9 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     kinds = generate.add_subparsers(dest="what", required=True)
     listops = kinds.add_parser("listops", help="ListOps with the LRA generator algorithm")
     listops.add_argument("--out", required=True, help="folder to write listops-1000/ into")
-    listops.add_argument("--train", type=int, default=96000)
-    listops.add_argument("--val", type=int, default=2000)
-    listops.add_argument("--test", type=int, default=2000)
+    for split, size in OFFICIAL_SIZES.items():
+        listops.add_argument(f"--{split}", type=int, default=size, help=f"examples (default {size})")
     listops.add_argument("--seed", type=int, default=0)
     pathfinder = kinds.add_parser("pathfinder", help="Pathfinder / Path-X images (Linsley et al. 2018)")
     pathfinder.add_argument("--out", required=True, help="folder to write pathfinder{res}/ into")
