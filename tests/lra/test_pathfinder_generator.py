@@ -4,7 +4,6 @@ samples (tests/fixtures/lra-samples)."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -13,6 +12,7 @@ from PIL import Image
 from scipy import ndimage
 
 from lra.data import pathfinder, pathfinder_generator as gen
+from lra.data.pathfinder_generator import paddles, render
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_brightness_within_10_percent_of_the_real_samples(ours_stats, real_stats
 def test_without_markers_every_statistic_within_10_percent_of_the_real_samples(monkeypatch, real_stats):
     """The documented remaining gap is the markers alone: drop them and every statistic,
     brightness included, comes within 10% of the real samples (and the discs vanish)."""
-    monkeypatch.setattr(gen, "_marker", lambda resolution, coord, radius, aa: np.zeros((resolution, resolution)))
+    monkeypatch.setattr(render, "_marker", lambda resolution, coord, radius, aa: np.zeros((resolution, resolution)))
     images = np.stack([gen.render_image(gen.settings_for(32), np.random.default_rng([1, i]), i % 2)[0]
                        for i in range(60)])
     ours = gen.pixel_statistics(images)
@@ -127,10 +127,10 @@ def test_seed_orientations_follow_opencv_float_dilation(resolution, margin):
     s = gen.settings_for(resolution)
     passing = 0
     for degree in range(-180, 180):
-        core = gen._paddle(round(degree * math.pi / 180, 12), s.paddle_length, s.paddle_thickness, margin,
+        core = paddles.paddle_stamp(round(degree * math.pi / 180, 12), s.paddle_length, s.paddle_thickness, margin,
                            s.antialias_scale)[3]
         usable = len(core) > 0 and not _opencv_dilation_has_border_value(core, resolution)
-        assert gen._reaches_every_corner(core) == usable, degree
+        assert paddles.reaches_every_corner(core) == usable, degree
         passing += usable
     assert passing == {(32, 1): 30, (128, 2): 354, (128, 3): 360}[(resolution, margin)]
 
@@ -138,8 +138,8 @@ def test_seed_orientations_follow_opencv_float_dilation(resolution, margin):
 def test_about_one_of_five_distractor_snakes_fits(monkeypatch):
     """With the original's seed test, about 1 of the 5 distractor snakes is placed at
     Pathfinder-32 (the real images look like 1, between ours with 1 and with 2)."""
-    placed, distractor = [], gen._distractor
-    monkeypatch.setattr(gen, "_distractor", lambda canvas: placed.append(distractor(canvas)) or placed[-1])
+    placed, distractor = [], render._distractor
+    monkeypatch.setattr(render, "_distractor", lambda canvas: placed.append(distractor(canvas)) or placed[-1])
     s = gen.settings_for(32)
     for i in range(30):
         gen.render_image(s, np.random.default_rng([5, i]), i % 2)
@@ -148,7 +148,7 @@ def test_about_one_of_five_distractor_snakes_fits(monkeypatch):
 
 def test_markers_are_discs_of_the_given_radius(ours_stats):
     s = gen.settings_for(32)
-    disc = gen._marker(32, (12, 20), s.marker_radius, s.antialias_scale)
+    disc = render._marker(32, (12, 20), s.marker_radius, s.antialias_scale)
     assert disc.sum() == pytest.approx(math.pi * s.marker_radius ** 2, rel=0.1)  # area in pixels
     assert disc[12, 20] == disc.max() == 1.0  # centred on the snake end, full brightness
     assert 1.8 < ours_stats["discs"] < 2.3  # both markers show as bright blobs; paddles rarely
@@ -181,7 +181,7 @@ def test_ground_truth_markers_joined_by_one_snake_only_for_label_1(label):
 def test_markers_sit_on_the_right_snake_ends(monkeypatch, label):
     """Label 1: the markers are the two ends of one target snake; label 0: one on each."""
     snakes, marks = [], []
-    real_two, real_marker = gen._two_snakes, gen._marker
+    real_two, real_marker = render._two_snakes, render._marker
 
     def spy_two(canvas):
         result = real_two(canvas)
@@ -193,8 +193,8 @@ def test_markers_sit_on_the_right_snake_ends(monkeypatch, label):
         marks.append(tuple(coord))
         return real_marker(resolution, coord, radius, aa)
 
-    monkeypatch.setattr(gen, "_two_snakes", spy_two)
-    monkeypatch.setattr(gen, "_marker", spy_marker)
+    monkeypatch.setattr(render, "_two_snakes", spy_two)
+    monkeypatch.setattr(render, "_marker", spy_marker)
     for seed in range(6):
         snakes.clear(), marks.clear()
         gen.render_image(gen.settings_for(32), np.random.default_rng(seed), label)
