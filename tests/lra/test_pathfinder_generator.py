@@ -133,6 +133,8 @@ def test_seed_orientations_follow_opencv_float_dilation(resolution, margin):
         assert paddles.reaches_every_corner(core) == usable, degree
         passing += usable
     assert passing == {(32, 1): 30, (128, 2): 354, (128, 3): 360}[(resolution, margin)]
+    if resolution == 32:  # the first target snake starts toward the upper left, as in the original
+        assert render._first_orientations(s, margin).tolist() == list(range(-150, -120))
 
 
 def test_about_one_of_five_distractor_snakes_fits(monkeypatch):

@@ -71,19 +71,28 @@ def reaches_every_corner(core: np.ndarray) -> bool:
     usable: at least one offset in each closed quadrant (dy <= 0 or >= 0, dx <= 0 or >= 0).
 
     The original runs that test as `cv2.dilate` of the float64 mask with the offsets as
-    kernel. OpenCV pads a float64 dilation with -DBL_MAX (`createMorphologyFilter`, opencv
-    modules/imgproc/src/morph.cpp, morph.dispatch.cpp in OpenCV 4), so an image pixel whose every offset lands outside the
-    image gets -DBL_MAX; that happens at an image corner exactly when the quadrant facing into
-    the image has no offset. `find_available_coordinates` then sees a negative minimum and
-    reports no free position, so the seed fails at once (snakes.seed_snake, and the first target
-    seed in snakes2.initialize_two_seeds). At Pathfinder-32 this keeps 30 of the 360 seed
-    orientations (up-left ones), which is why the real images hold about one of the five
-    distractor snakes and why the first target snake starts toward the upper left.
+    kernel. OpenCV pads a float64 dilation with -DBL_MAX (`createMorphologyFilter` in opencv
+    modules/imgproc/src/morph.cpp; morph.dispatch.cpp in OpenCV 4), so an image pixel whose
+    every offset lands outside the image gets -DBL_MAX; that happens at an image corner exactly
+    when the quadrant facing into the image has no offset. `find_available_coordinates` then
+    sees a negative minimum and reports no free position, so the seed fails at once
+    (snakes.seed_snake, and the first target seed in snakes2.initialize_two_seeds). At
+    Pathfinder-32 this keeps 30 of the 360 seed orientations (up-left ones), which is why the
+    real images hold about one of the five distractor snakes and why the first target snake
+    starts toward the upper left.
     """
     if len(core) == 0:
         return False
     dy, dx = core[:, 0], core[:, 1]
     return all(bool(np.any(a & b)) for a in (dy <= 0, dy >= 0) for b in (dx <= 0, dx >= 0))
+
+
+@lru_cache(maxsize=8192)
+def seed_offsets(orientation: float, length: int, thickness: float, margin: int, aa: int) -> np.ndarray | None:
+    """The seed test's (dy, dx) offsets for a paddle toward `orientation`, or None where the
+    original's test finds no free position anywhere (`reaches_every_corner`)."""
+    core = paddle_stamp(orientation, length, thickness, margin, aa)[3]
+    return core if reaches_every_corner(core) else None
 
 
 @lru_cache(maxsize=64)
