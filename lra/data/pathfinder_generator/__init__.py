@@ -14,8 +14,8 @@ Algorithm, per image:
    occupied pixel (tested one pixel off, as the original does). As in the original, a seed
    whose test OpenCV answers with -DBL_MAX fails outright (`paddles.reaches_every_corner`:
    at Pathfinder-32 only 30 of 360 orientations pass, all pointing up-left), and the image
-   restarts; ours draws the first orientation among those that pass, which gives the same
-   images without the restarts (`render._first_orientations`). The second
+   restarts; ours draws the first orientation among those that pass, which gives images of
+   the same distribution without the restarts (`render._first_orientations`). The second
    snake's tail lies `seed_distance` away in a random direction.
 3. Grow both snakes `contour_length - 1` times, alternating. A step from the snake's pivot
    `p` (a point `margin` beyond the last paddle's head) takes candidate heads on the circle of

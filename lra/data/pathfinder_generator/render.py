@@ -212,8 +212,8 @@ def _first_orientations(s: PathfinderSettings, margin: int) -> np.ndarray:
     """Whole degrees for which the first target seed finds a free position on a blank image.
 
     The original restarts the image when its first seed orientation finds none; a restart
-    changes nothing else, so drawing that orientation among these alone gives the same images
-    (at Pathfinder-32, 30 of 360 orientations), without the ~12 restarts per image.
+    changes nothing else, so drawing that orientation among these alone gives images of the
+    same distribution (at Pathfinder-32, 30 of 360 orientations) without ~12 restarts per image.
     """
     canvas = _Canvas(s, margin, rng=None)
     degrees = [d for d in range(-180, 180) if len(canvas.free_tails(d * math.pi / 180, 2 * s.seed_distance))]
