@@ -5,7 +5,9 @@ index holds the examples' row numbers (reported when a batch goes wrong). With
 `trim_padding`, each batch is cut to its longest sequence, which saves compute without
 changing any valid token.
 
-`batch_size` is the global batch: with several devices each gets batch_size / devices.
+`num_workers` loader processes and `pin_memory` (page-locked batches, for faster copies to a
+GPU) come from the trainer config. `batch_size` is the global batch: with several devices
+each gets batch_size / devices.
 Training batches come from a step-indexed sampler (lra/sampling.py), so resuming at step k
 continues the exact data order; evaluation splits are sharded across ranks without padding.
 """
@@ -56,7 +58,8 @@ class LRADataModule(L.LightningDataModule):
 
     def __init__(self, *, task: str, data_dir: str | Path, cache_dir: str | Path, max_len: int,
                  batch_size: int, eval_batch_size: int | None = None, num_workers: int = 0,
-                 trim_padding: bool = True, seed: int = 0, total_steps: int = 1,
+                 pin_memory: bool = False, trim_padding: bool = True, seed: int = 0,
+                 total_steps: int = 1,
                  data_options: dict | None = None) -> None:
         super().__init__()
         self.task = task
@@ -66,6 +69,7 @@ class LRADataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
+        self.pin_memory = pin_memory
         self.trim_padding = trim_padding
         self.seed = seed
         self.total_steps = total_steps
@@ -106,6 +110,7 @@ class LRADataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset, **kwargs) -> DataLoader:
         return DataLoader(
             dataset, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
             collate_fn=partial(collate, trim_padding=self.trim_padding),
             # An own generator keeps loaders from drawing on the global RNG (dropout's), so a
             # resumed run and an uninterrupted one consume the same random numbers.

@@ -21,13 +21,27 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lotformer.encoder import LRAEncoder
-from lra.errors import NonFiniteLossError
+from lra.errors import ConfigError, NonFiniteLossError
 
 log = logging.getLogger(__name__)
 NONFINITE_POLICIES = ("stop", "skip")
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]  # params -> optimizer
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]  # optimizer -> per-step scheduler
+
+
+def compile_options(value: bool | str | None) -> dict | None:
+    """`trainer.compile`: false/null -> None (eager), true -> {} (torch.compile's default
+    inductor backend), a backend name such as "eager" or "aot_eager" -> {"backend": name}."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return {}
+    if isinstance(value, str) and value.strip():
+        return {"backend": value.strip()}
+    raise ConfigError(f"trainer.compile must be true, false or a torch.compile backend name "
+                      f"(e.g. inductor, aot_eager, eager), got {value!r}; set trainer.compile=false "
+                      "to train without compiling")
 
 
 @dataclass
@@ -70,10 +84,13 @@ class LRAModule(L.LightningModule):
     optimizer: params -> optimizer (e.g. `instantiate(cfg.optim)`, a partial); scheduler:
     optimizer -> scheduler stepped every optimizer step, or None for a constant rate. Both are
     needed only to train (a module loaded from a checkpoint for evaluation has neither).
+    compile: torch.compile the encoder (see :func:`compile_options`); in place
+    (``nn.Module.compile``), so parameter names and checkpoints are those of the eager model.
     """
 
     def __init__(self, model: ModelConfig | dict, optimizer: OptimizerFactory | None = None,
-                 scheduler: SchedulerFactory | None = None, on_nonfinite: str = "stop") -> None:
+                 scheduler: SchedulerFactory | None = None, on_nonfinite: str = "stop",
+                 compile: bool | str | None = False) -> None:
         super().__init__()
         if on_nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"on_nonfinite must be one of {NONFINITE_POLICIES}, got {on_nonfinite!r}")
@@ -89,6 +106,9 @@ class LRAModule(L.LightningModule):
             num_heads=c.num_heads, mlp_dim=c.mlp_dim, dropout=c.dropout,
             attention=c.attention_name, attention_options=c.attention_options,
         )
+        options = compile_options(compile)
+        if options is not None:
+            self.encoder.compile(**options)
         features = 4 * c.dim if c.dual else c.dim
         self.head = nn.Sequential(nn.Linear(features, c.head_hidden), nn.ReLU(),
                                   nn.Linear(c.head_hidden, c.num_classes))

@@ -140,6 +140,7 @@ def build_datamodule(cfg: DictConfig) -> LRADataModule:
         task=task.name, data_dir=cfg.paths.data_dir, cache_dir=cfg.paths.cache_dir,
         max_len=task.max_len, batch_size=task.batch_size,
         eval_batch_size=cfg.trainer.eval_batch_size, num_workers=cfg.trainer.num_workers,
+        pin_memory=cfg.trainer.get("pin_memory", False),
         seed=cfg.seed, total_steps=cfg.trainer.max_steps, data_options=OmegaConf.to_container(task.data, resolve=True) if task.get("data") is not None else {},
     )
 
@@ -151,8 +152,8 @@ def build_module(cfg: DictConfig) -> LRAModule:
     scheduler = instantiate(cfg.sched, _convert_="all")
     try:
         return LRAModule(model, optimizer=optimizer, scheduler=scheduler,
-                         on_nonfinite=cfg.on_nonfinite)
-    except UnknownAttentionError:
+                         on_nonfinite=cfg.on_nonfinite, compile=cfg.trainer.get("compile", False))
+    except (UnknownAttentionError, ConfigError):  # already say what to change
         raise
     except (ValueError, TypeError) as err:  # an attention option the backend rejects
         raise ConfigError(f"attention backend {cfg.attn.name!r}: {err}") from None
