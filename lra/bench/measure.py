@@ -23,7 +23,8 @@ import statistics
 import time
 
 from lra.bench.presets import BenchError
-from lra.bench.probes import cap_memory, is_oom, memory_baseline, memory_peak, synchronizer
+from lra.bench.probes import (cap_memory, is_oom, memory_baseline, memory_peak, set_threads,
+                              synchronizer)
 from lra.bench.worker import WorkerHooks, measure_in_subprocess
 
 INJECT_ENV = "BENCH_ATTENTION_INJECT"
@@ -97,7 +98,7 @@ def run_point(spec: dict, hooks: WorkerHooks | None = None) -> dict:
     (status, error, times, memory and ``fields``, the module's :meth:`bench_fields`)."""
     import torch
 
-    torch.set_num_threads(spec["threads"])
+    set_threads(torch, spec["threads"])
     device = torch.device(spec["device"])
     result: dict = {"status": "ok", "error": ""}
     try:

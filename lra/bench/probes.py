@@ -66,6 +66,19 @@ def default_threads(requested: int | None) -> int:
         return os.cpu_count() or 1
 
 
+def set_threads(torch, threads: int) -> None:
+    """Use ``threads`` threads in torch and in numba's parallel kernels (LOT on CPU); more
+    threads than free cores make both spin against each other. numba is set first: starting
+    its OpenMP layer resets the OpenMP thread count that torch reads."""
+    try:
+        import numba
+
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    except ImportError:
+        pass
+    torch.set_num_threads(threads)
+
+
 def mem_available_gb() -> float | None:
     value = _proc_kb("/proc/meminfo", "MemAvailable")
     return None if value is None else value / 2 ** 20
