@@ -49,6 +49,11 @@ class WorkerHooks:
 
 def _worker_entry(entry: Callable, spec: dict, result_path: str, hooks: WorkerHooks) -> None:
     """Body of the worker process: measure, then write the result file atomically."""
+    import multiprocessing
+
+    # A forkserver child inherits the parent's start method; processes the measurement starts
+    # (DataLoader workers) should start as in a plain Python process (fork on Linux).
+    multiprocessing.set_start_method(None, force=True)
     try:
         result = entry(spec, hooks)
     except BaseException as exc:  # noqa: BLE001 - set-up failures become an error row too
