@@ -5,7 +5,9 @@ index holds the examples' row numbers (reported when a batch goes wrong). With
 `trim_padding`, each batch is cut to its longest sequence, which saves compute without
 changing any valid token.
 
-`batch_size` is the global batch: with several devices each gets batch_size / devices.
+`num_workers` loader processes and `pin_memory` (page-locked batches, for faster copies to a
+GPU) come from the trainer config. `batch_size` is the global batch: with several devices
+each gets batch_size / devices.
 Training batches come from a step-indexed sampler (lra/sampling.py), so resuming at step k
 continues the exact data order; evaluation splits are sharded across ranks without padding.
 """
@@ -69,6 +71,7 @@ class DataConfig:
     batch_size: int
     eval_batch_size: int | None = None  # None: batch_size
     num_workers: int = 0
+    pin_memory: bool = False  # page-locked batches (faster copies to a GPU)
     trim_padding: bool = True
     seed: int = 0
     total_steps: int = 1  # training steps the sampler draws batches for
@@ -123,7 +126,7 @@ class LRADataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset, **kwargs) -> DataLoader:
         return DataLoader(
             dataset, num_workers=self.config.num_workers,
-            persistent_workers=self.config.num_workers > 0,
+            persistent_workers=self.config.num_workers > 0, pin_memory=self.config.pin_memory,
             collate_fn=partial(collate, trim_padding=self.config.trim_padding),
             # An own generator keeps loaders from drawing on the global RNG (dropout's), so a
             # resumed run and an uninterrupted one consume the same random numbers.

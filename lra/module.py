@@ -24,7 +24,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lotformer.encoder import LRAEncoder
-from lra.errors import CheckpointError, NonFiniteLossError
+from lra.errors import CheckpointError, ConfigError, NonFiniteLossError
 
 log = logging.getLogger(__name__)
 NONFINITE_POLICIES = ("stop", "skip")
@@ -33,6 +33,20 @@ MIN_SKIPS_TO_STOP = 20  # with on_nonfinite=skip, training stops once this many 
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]  # params -> optimizer
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]  # optimizer -> per-step scheduler
+
+
+def compile_options(value: bool | str | None) -> dict | None:
+    """`trainer.compile`: false/null -> None (eager), true -> {} (torch.compile's default
+    inductor backend), a backend name such as "eager" or "aot_eager" -> {"backend": name}."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return {}
+    if isinstance(value, str) and value.strip():
+        return {"backend": value.strip()}
+    raise ConfigError(f"trainer.compile must be true, false or a torch.compile backend name "
+                      f"(e.g. inductor, aot_eager, eager), got {value!r}; set trainer.compile=false "
+                      "to train without compiling")
 
 
 @dataclass
@@ -107,11 +121,13 @@ class LRAModule(L.LightningModule):
     optimizer: params -> optimizer (e.g. `instantiate(cfg.optim)`, a partial); scheduler:
     optimizer -> scheduler stepped every optimizer step, or None for a constant rate. Both are
     needed only to train (a module loaded from a checkpoint for evaluation has neither).
+    compile: torch.compile the encoder (see :func:`compile_options`); in place
+    (``nn.Module.compile``), so parameter names and checkpoints are those of the eager model.
     """
 
     def __init__(self, model: ModelConfig | dict, optimizer: OptimizerFactory | None = None,
                  scheduler: SchedulerFactory | None = None, on_nonfinite: str = "stop",
-                 nonfinite_skip_limit: float = 0.1) -> None:
+                 nonfinite_skip_limit: float = 0.1, compile: bool | str | None = False) -> None:
         super().__init__()
         if on_nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"on_nonfinite must be one of {NONFINITE_POLICIES}, got {on_nonfinite!r}")
@@ -127,6 +143,9 @@ class LRAModule(L.LightningModule):
             num_heads=c.num_heads, mlp_dim=c.mlp_dim, dropout=c.dropout,
             attention=c.attention_name, attention_options=c.attention_options,
         )
+        options = compile_options(compile)
+        if options is not None:
+            self.encoder.compile(**options)
         features = 4 * c.dim if c.dual else c.dim
         self.head = nn.Sequential(nn.Linear(features, c.head_hidden), nn.ReLU(),
                                   nn.Linear(c.head_hidden, c.num_classes))

@@ -63,8 +63,9 @@ def build_module(cfg: DictConfig) -> LRAModule:
     scheduler = instantiate(cfg.sched, _convert_="all")
     try:
         return LRAModule(model, optimizer=optimizer, scheduler=scheduler,
-                         on_nonfinite=cfg.on_nonfinite, nonfinite_skip_limit=cfg.nonfinite_skip_limit)
-    except UnknownAttentionError:
+                         on_nonfinite=cfg.on_nonfinite, nonfinite_skip_limit=cfg.nonfinite_skip_limit,
+                         compile=cfg.trainer.get("compile", False))
+    except (UnknownAttentionError, ConfigError):  # already say what to change
         raise
     except (ValueError, TypeError) as err:  # an attention option the backend rejects
         raise ConfigError(f"attention backend {cfg.attn.name!r}: {err}") from None
