@@ -61,7 +61,7 @@ class Memory:
 
 
 SECTIONS = {"data": DataInfo, "metrics": Metrics, "throughput": Throughput, "memory": Memory}
-OBJECTS = ("attention_options", "config", "versions", "git", "device")  # free-form objects
+OBJECTS = ("attention_options", "config", "versions", "git", "device", "diagnostics")  # free-form objects
 
 
 @dataclass
@@ -90,6 +90,9 @@ class RunRecord:
     best_checkpoint: str | None = None
     learning_curve: str | None = None  # learning_curve.png in the run dir (CSV logger runs)
     precision: str | None = None
+    # Attention diagnostics of the best checkpoint on a fixed batch (lra.diagnostics.callback):
+    # split, indices, tokens, checkpoint, per-layer and per-head rows; None when not computed.
+    diagnostics: dict[str, Any] | None = None
     config: dict[str, Any] | None = None
     versions: dict[str, str] | None = None
     git: dict[str, Any] | None = None

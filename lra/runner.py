@@ -25,6 +25,7 @@ from lra.checkpoints import AtomicCheckpointIO, ensure_writable, load_checkpoint
 from lra.checks import check_config, check_data_fits
 from lra.curves import majority_accuracy, plot_learning_curve
 from lra.datamodule import LRADataModule
+from lra.diagnostics.callback import best_checkpoint_diagnostics
 from lra.errors import CheckpointError, ConfigError
 from lra.module import LRAModule
 from lra.record import DataInfo, Memory, Metrics, RunRecord, Throughput
@@ -182,6 +183,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> RunRecord:
         resumed_from=str(plan.checkpoint) if plan.checkpoint else None, resumes=len(plan.segments),
         segments=segments, skipped_nonfinite_batches=ledger.earlier_skipped + model.skipped_batches,
         best_checkpoint=best_path or None, precision=str(trainer.precision), **_provenance(cfg, plan.run_dir),
+        diagnostics=best_checkpoint_diagnostics(trainer, model),  # None unless callbacks/diagnostics=on
     )
     judge_divergence(record, cfg.nonfinite_skip_limit)
     if trainer.is_global_zero:
