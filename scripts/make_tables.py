@@ -6,6 +6,8 @@ Reads only the `results.json` records under the given run directories (see lra/r
 and writes, as Markdown, LaTeX and CSV:
   <out>/<prefix>_accuracy.{md,tex,csv}    LRA test accuracy, mean ± std over seeds
   <out>/<prefix>_efficiency.{md,tex,csv}  training samples/s and peak memory vs softmax
+  <out>/<prefix>_diagnostics.{md,tex,csv} attention diagnostics per task, backend and layer
+                                          (only when a record has them: callbacks/diagnostics=on)
 Missing cells and failed runs become gaps with a note; unreadable records are reported and
 skipped. The aggregation lives in the lra/tables/ package.
 """
@@ -19,9 +21,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from lra.tables import (ACCURACY_CSV_FIELDS, EFFICIENCY_CSV_FIELDS, TEXT_COLUMNS, Table,
-                        accuracy_table, efficiency_table, filter_by_tag, load_records,
-                        render_csv, render_latex, render_markdown)
+from lra.tables import (ACCURACY_CSV_FIELDS, DIAGNOSTICS_CSV_FIELDS, EFFICIENCY_CSV_FIELDS,
+                        TEXT_COLUMNS, Table, accuracy_table, diagnostics_table, efficiency_table,
+                        filter_by_tag, has_diagnostics, load_records, render_csv, render_latex,
+                        render_markdown)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -84,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                      ACCURACY_CSV_FIELDS),
         "efficiency": (efficiency_table(records), EFFICIENCY_CSV_FIELDS),
     }
+    if any(has_diagnostics(r) for r in records):
+        tables["diagnostics"] = (diagnostics_table(records), DIAGNOSTICS_CSV_FIELDS)
     written = []
     for name, (table, fields) in tables.items():
         table.notes += skipped_note
