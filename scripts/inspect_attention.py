@@ -4,10 +4,11 @@
     python scripts/inspect_attention.py --init --task listops --attn lot --attn softmax -o experiment=quick
 
 Each argument is a run directory (its config and best checkpoint) or a checkpoint file. The
-first K test examples go through every model; the output folder gets example<i>.png (layer x
-head maps, models side by side), summary.png (per-layer row entropy and column-mass
-concentration), diagnostics.csv (per run, layer and head) and diagnostics.json (also per-layer
-means). The work is done by lra/diagnostics/inspect.py.
+first K test examples go through every model; the output folder gets diagnostics.csv (per run,
+layer and head, mean over the K examples), diagnostics.json (also per-layer means), summary.png
+(per-layer row entropy and column-mass concentration) and example<i>.png for the first
+--figures examples (layer x head maps, models side by side). The work is done by
+lra/diagnostics/inspect.py.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("paths", nargs="*", metavar="RUN_DIR_or_CKPT",
                         help="run directories or checkpoint files (models side by side)")
     parser.add_argument("--examples", type=int, default=4, help="test examples (default 4)")
+    parser.add_argument("--figures", type=int, default=4,
+                        help="example PNGs to draw, of the first examples (default 4)")
     parser.add_argument("--out", default="outputs/inspect", help="output folder")
     parser.add_argument("--max-len", type=int, default=None,
                         help=f"keep the first N tokens of each example (N <= {DENSE_MAP_MAX_LEN})")
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             subjects += [init_subject(args.task, attn, args.override, args.seed)
                          for attn in args.attn]
         written = inspect_to(Path(args.out), subjects, args.examples,
-                             args.max_len, args.data_dir)
+                             args.max_len, args.data_dir, args.figures)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

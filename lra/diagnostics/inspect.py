@@ -225,9 +225,10 @@ def write_tables(out: Path, subjects: list[Subject], rows: list[dict], batch) ->
 
 
 def inspect_to(out: Path, subjects: list[Subject], count: int = 4, max_len: int | None = None,
-               data_dir: str | None = None) -> list[Path]:
+               data_dir: str | None = None, figures: int = 4) -> list[Path]:
     """The whole inspection: the first `count` test examples of the first subject's data
-    through every subject; writes example<i>.png, summary.png, diagnostics.csv and .json."""
+    through every subject; writes diagnostics.csv and .json (over all `count` examples),
+    example<i>.png for the first `figures` of them, and summary.png."""
     from lra.diagnostics.plots import plot_example, plot_summary
 
     if not subjects:
@@ -238,7 +239,7 @@ def inspect_to(out: Path, subjects: list[Subject], count: int = 4, max_len: int 
     written = write_tables(out, subjects, rows, batch)
     labels = [s.label for s in subjects]
     task = subjects[0].task
-    for i, index in enumerate(batch[3].tolist()):
+    for i, index in enumerate(batch[3].tolist()[:figures]):
         written.append(plot_example([s.maps for s in subjects], labels, i, len(batch[3]),
                                     out / f"example{i}.png",
                                     f"{task}, test example {index}: attention maps (rows = "

@@ -33,7 +33,7 @@ def plot_example(maps: Sequence[Sequence[LayerMap]], labels: Sequence[str], exam
     plt = _pyplot()
     depth = max(len(layers) for layers in maps)
     heads = [layers[0].attn.shape[1] for layers in maps]
-    fig, axes = plt.subplots(depth, sum(heads), figsize=(2.4 * sum(heads), 2.5 * depth),
+    fig, axes = plt.subplots(depth, sum(heads), figsize=(2.4 * sum(heads), 2.7 * depth),
                              squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()

@@ -110,8 +110,10 @@ def test_examples_longer_than_the_dense_map_limit(trained_run, tmp_path, capsys,
     err = error_of(capsys, run_dir, "--examples", 2, "--out", tmp_path)
     assert "DENSE_MAP_MAX_LEN = 8" in err and "--max-len" in err
     assert "between 1 and" in error_of(capsys, run_dir, "--max-len", 9, "--out", tmp_path)
-    code, _, err = run_main(capsys, run_dir, "--examples", 2, "--max-len", 8, "--out", tmp_path)
+    code, _, err = run_main(capsys, run_dir, "--examples", 2, "--max-len", 8, "--figures", 1,
+                            "--out", tmp_path)
     assert code == 0, err
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["example0.png", "summary.png"]
     summary = json.loads((tmp_path / "diagnostics.json").read_text())
     assert summary["examples"]["tokens"] == [8, 8]
 
