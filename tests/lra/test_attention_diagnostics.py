@@ -17,18 +17,7 @@ from lra.diagnostics.probe import (LayerMap, attention_maps, capture_attention, 
                                    head_rows, layer_rows)
 from lra.module import LRAModule
 from lra.runner import build_callbacks, build_datamodule, run
-from tests.helpers import compose_train, tiny_run_overrides
-
-# Short generated ListOps (10-60 symbols), so that dense maps and their SVDs are cheap.
-SHORT = ["task.max_len=64", "+task.data.generate.min_length=10",
-         "+task.data.generate.max_length=60", "+task.data.generate.max_depth=3",
-         "+task.data.generate.max_args=4"]
-
-
-def short_run_overrides(tmp_path, attn: str) -> list[str]:
-    """tests.helpers.tiny_run_overrides on SHORT sequences."""
-    tiny = tiny_run_overrides(tmp_path, attn=attn)
-    return [o for o in tiny if not o.startswith("task.max_len")] + SHORT
+from tests.helpers import compose_train, short_run_overrides
 
 
 def tiny_model(attn: str, dropout: float = 0.1) -> LRAModule:

@@ -15,8 +15,7 @@ from lra.diagnostics import inspect as inspect_module
 from lra.diagnostics.probe import METRICS
 from lra.runner import run
 from scripts.inspect_attention import main
-from tests.helpers import compose_train, tiny_run_overrides
-from tests.lra.test_attention_diagnostics import short_run_overrides
+from tests.helpers import compose_train, short_run_overrides
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -79,10 +78,15 @@ def error_of(capsys, *args) -> str:
     return err
 
 
-def test_checkpoint_of_another_task(trained_run, capsys):
+def test_checkpoint_of_another_task(trained_run, tmp_path, capsys):
     run_dir, record = trained_run
     err = error_of(capsys, record.best_checkpoint, "--task", "text")
     assert "is of task listops" in err and "not text" in err
+    alone = tmp_path / "best.ckpt"  # outside its run directory: only its weights say the task
+    shutil.copy(record.best_checkpoint, alone)
+    err = error_of(capsys, alone, "--task", "text")
+    assert "is of another task than text" in err and "'vocab_size': 32" in err
+    assert "task and data are unknown" in error_of(capsys, alone)
 
 
 def test_run_dir_without_checkpoint(trained_run, tmp_path, capsys):
