@@ -24,11 +24,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from lotformer.attention import available_attentions
 from lotformer.attention.base import DENSE_MAP_MAX_LEN
 from lra.bench.presets import CONFIG_DIR
+from lra.checkpoints import load_checkpoint
 from lra.diagnostics.probe import METRICS, LayerMap, attention_maps, fixed_batch, head_rows, layer_rows
 from lra.errors import UserError
 from lra.module import LRAModule
 from lra.results import RECORD_NAME
-from lra.runner import build_datamodule, load_checkpoint
+from lra.runner import build_datamodule
 from lra.tables.records import backend_title
 
 TASKS = tuple(sorted(path.stem for path in (CONFIG_DIR / "task").glob("*.yaml")))
