@@ -61,13 +61,22 @@ def compose_config(overrides: list[str]) -> DictConfig:
 
 def run_config(run_dir: Path) -> DictConfig | None:
     """The run's train config: results.json `config`, else .hydra/config.yaml, else None."""
-    record = run_dir / RECORD_NAME
-    if record.is_file():
-        config = json.loads(record.read_text()).get("config")
-        if config:
-            return OmegaConf.create(config)
-    hydra_config = run_dir / ".hydra" / "config.yaml"
-    return OmegaConf.load(hydra_config) if hydra_config.is_file() else None
+    record, hydra_config = run_dir / RECORD_NAME, run_dir / ".hydra" / "config.yaml"
+    config = json.loads(record.read_text()).get("config") if record.is_file() else None
+    if config:
+        return with_datamodule(OmegaConf.create(config))
+    return with_datamodule(OmegaConf.load(hydra_config)) if hydra_config.is_file() else None
+
+
+def with_datamodule(cfg: DictConfig) -> DictConfig:
+    """A run config written before configs/datamodule/ existed gets its node (which reads the
+    task, paths, trainer and seed the run used)."""
+    if "datamodule" in cfg:
+        return cfg
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.datamodule = OmegaConf.load(CONFIG_DIR / "datamodule" / "default.yaml")
+    return cfg
 
 
 def best_checkpoint(run_dir: Path) -> Path:

@@ -13,7 +13,7 @@ import torch
 from lotformer.attention import available_attentions
 from lra.diagnostics import inspect as inspect_module
 from lra.diagnostics.probe import METRICS
-from lra.runner import run
+from lra.runner import build_datamodule, run
 from scripts.inspect_attention import main
 from tests.helpers import compose_train, short_run_overrides
 
@@ -70,6 +70,18 @@ def test_the_run_dir_and_its_checkpoint_give_the_same_numbers(trained_run, tmp_p
         assert torch.equal(a, b)
     saved = torch.load(record.best_checkpoint, weights_only=True)["state_dict"]
     assert all(torch.equal(saved[k], v) for k, v in by_dir.model.state_dict().items())
+
+
+def test_a_record_from_before_the_datamodule_group_still_gives_its_data(trained_run, tmp_path):
+    run_dir, record = trained_run
+    old = tmp_path / "old"
+    old.mkdir()
+    raw = json.loads((run_dir / "results.json").read_text())
+    del raw["config"]["datamodule"]
+    (old / "results.json").write_text(json.dumps(raw))
+    cfg = inspect_module.run_config(old)
+    split = build_datamodule(cfg).load().splits["test"]
+    assert len(split) == 8 and cfg.datamodule.data_dir == raw["config"]["paths"]["data_dir"]
 
 
 def error_of(capsys, *args) -> str:
