@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_WORKERS ?= 2
 
-.PHONY: install demo test test-fast bench tables reproduce clean-data
+.PHONY: install demo test test-fast bench bench-step tables reproduce clean-data
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ bench: install
 		--option lot.n_iters=50 --tag cpu-lot-50iters
 	$(BIN)/python scripts/bench_attention.py --preset scaling --backends lot,linear,softmax,nystrom,performer,skyformer --repeats 3
 	$(BIN)/python scripts/bench_attention.py --preset paper-latency --lengths 512,1024,2048,4096,8192 --repeats 3
+
+# The whole-training-step set on CPU (every task x backend; about 25 minutes on 2 quiet cores),
+# then its tables into README.md.
+bench-step: install
+	$(BIN)/python scripts/bench_step.py --device cpu --tag cpu
+	$(BIN)/python scripts/bench_step.py --summary results/step_cpu.csv --readme README.md
 
 # Reproduce LRA cells: the default set (ListOps and Pathfinder-32 x LOT and softmax, 3 seeds) at
 # the paper schedule, then tables and results/reproduction.md. Options: REPRODUCE_ARGS, e.g.

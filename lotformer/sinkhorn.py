@@ -453,7 +453,6 @@ def implicit_backward(P: torch.Tensor, dP, eliminate_rows: bool,
             P.transpose(-1, -2), dPt, True, exact_rows=exact_cols,
             buf=None if buf is None else buf.transpose(-1, -2))
         return dXt.transpose(-1, -2), alpha_t, beta_t
-    m = P.shape[-1]
     a_act = P.sum(dim=-1) if exact_rows is None else exact_rows  # (Bf, n)
     pos = a_act > 0
     inv_a = torch.where(pos, 1.0 / torch.where(pos, a_act, torch.ones_like(a_act)),
@@ -469,23 +468,32 @@ def implicit_backward(P: torch.Tensor, dP, eliminate_rows: bool,
     hc = H.sum(dim=-2)  # (Bf, m)
     # one pass over P for both P^T (hr / a) and the actual column sums b = P^T 1
     both = torch.bmm(torch.stack((hr * inv_a, pos.to(P.dtype)), dim=-2), P)  # (Bf, 2, m)
-    rhs, b_act = hc - both[:, 0], both[:, 1]
-    # An empty problem (a plan without mass: every row or every column has zero mass) has the
-    # zero matrix as its system. It is replaced explicitly by the identity with a zero right-hand
-    # side (beta = 0, and then alpha = 0, dX = 0) rather than left to what a LAPACK build makes
-    # of a singular solve.
-    empty = b_act.sum(dim=-1, keepdim=True) <= 0  # (Bf, 1)
-    b_mean = torch.where(empty, torch.ones_like(b_act[:, :1]), b_act.mean(dim=-1, keepdim=True))
-    ridge = (1e-12 if P.dtype == torch.float64 else 1e-6) * b_mean  # (Bf, 1)
-    M.diagonal(dim1=-2, dim2=-1).add_(b_act + ridge)
-    M.add_((b_mean / m).unsqueeze(-1))  # gauge: + c 1 1^T with c = mean(b) / m
-    M.masked_fill_(empty.unsqueeze(-1), 0.0).diagonal(dim1=-2, dim2=-1).add_(empty.to(P.dtype))
-    rhs = rhs.masked_fill(empty, 0.0)
-    beta = torch.linalg.solve_ex(M, rhs.unsqueeze(-1), check_errors=False)[0].squeeze(-1)
+    beta = _solve_gauged(M, hc - both[:, 0], both[:, 1])  # (Bf, m)
     alpha = (hr - _matvec(P, beta.unsqueeze(-2)).squeeze(-1)) * inv_a  # (Bf, n)
     # dX = H - P * alpha - P * beta, in place in H's buffer
     dX = H.addcmul_(P, alpha.unsqueeze(-1), value=-1.0).addcmul_(P, beta.unsqueeze(-2), value=-1.0)
     return dX, alpha, beta
+
+
+def _solve_gauged(M: torch.Tensor, rhs: torch.Tensor, b_act: torch.Tensor) -> torch.Tensor:
+    """beta from (diag(b) + M + ridge + c 1 1^T) beta = rhs, with M = -P^T diag(1/a) P (Bf, m, m,
+    completed in place), rhs (Bf, m) and the plan's column sums b_act (Bf, m).
+
+    The gauge term c 1 1^T (c = mean(b) / m) selects 1^T beta = 0 along the system's null
+    direction; the ridge is tiny. An empty problem (a plan without mass: every row or every
+    column has zero mass) has the zero matrix as its system. It is replaced explicitly by the
+    identity with a zero right-hand side (beta = 0, and then alpha = 0, dX = 0) rather than left
+    to what a LAPACK build makes of a singular solve.
+    """
+    m = M.shape[-1]
+    empty = b_act.sum(dim=-1, keepdim=True) <= 0  # (Bf, 1)
+    b_mean = torch.where(empty, torch.ones_like(b_act[:, :1]), b_act.mean(dim=-1, keepdim=True))
+    ridge = (1e-12 if M.dtype == torch.float64 else 1e-6) * b_mean  # (Bf, 1)
+    M.diagonal(dim1=-2, dim2=-1).add_(b_act + ridge)
+    M.add_((b_mean / m).unsqueeze(-1))  # gauge: + c 1 1^T with c = mean(b) / m
+    M.masked_fill_(empty.unsqueeze(-1), 0.0).diagonal(dim1=-2, dim2=-1).add_(empty.to(M.dtype))
+    rhs = rhs.masked_fill(empty, 0.0)
+    return torch.linalg.solve_ex(M, rhs.unsqueeze(-1), check_errors=False)[0].squeeze(-1)
 
 
 class _ImplicitSinkhornPlan(torch.autograd.Function):

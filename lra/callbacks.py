@@ -57,7 +57,8 @@ class ResumeCheckpoint(Checkpoint):
         sigterm = trainer.strategy.reduce_boolean_decision(self._sigterm, all=False)
         if not (sigterm or step % self.every_n_steps == 0):
             return
-        validation_due = step % trainer.val_check_batch == 0 or step >= trainer.max_steps
+        # Lightning validates every val_check_batch steps only (not at a last step between)
+        validation_due = step % trainer.val_check_batch == 0
         if validation_due:
             self._pending = True
         else:

@@ -5,15 +5,19 @@ index holds the examples' row numbers (reported when a batch goes wrong). With
 `trim_padding`, each batch is cut to its longest sequence, which saves compute without
 changing any valid token.
 
-`batch_size` is the global batch: with several devices each gets batch_size / devices.
+`num_workers` loader processes and `pin_memory` (page-locked batches, for faster copies to a
+GPU) come from the trainer config. `batch_size` is the global batch: with several devices
+each gets batch_size / devices.
 Training batches come from a step-indexed sampler (lra/sampling.py), so resuming at step k
 continues the exact data order; evaluation splits are sharded across ranks without padding.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -51,34 +55,50 @@ def collate(batch: list[tuple[np.ndarray, int, int]], trim_padding: bool = True)
     return ids, mask, labels, indices
 
 
+@dataclass
+class DataConfig:
+    """What the data module serves: task, where its files and cache are, lengths, batches.
+
+    Built from configs/datamodule/ (`_target_: lra.datamodule.DataConfig`), which takes the task,
+    paths and trainer settings by interpolation. `options` are the task reader's own options
+    (`task.data`, e.g. ListOps' `generate`); `batch_size` is the global batch.
+    """
+
+    task: str
+    data_dir: str | Path
+    cache_dir: str | Path
+    max_len: int
+    batch_size: int
+    eval_batch_size: int | None = None  # None: batch_size
+    num_workers: int = 0
+    pin_memory: bool = False  # page-locked batches (faster copies to a GPU)
+    trim_padding: bool = True
+    seed: int = 0
+    total_steps: int = 1  # training steps the sampler draws batches for
+    options: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        self.data_dir, self.cache_dir = Path(self.data_dir), Path(self.cache_dir)
+        self.eval_batch_size = self.eval_batch_size or self.batch_size
+        self.options = dict(self.options or {})
+
+
 class LRADataModule(L.LightningDataModule):
     """Loads a task through the cache once, then serves seeded, shuffled batches."""
 
-    def __init__(self, *, task: str, data_dir: str | Path, cache_dir: str | Path, max_len: int,
-                 batch_size: int, eval_batch_size: int | None = None, num_workers: int = 0,
-                 trim_padding: bool = True, seed: int = 0, total_steps: int = 1,
-                 data_options: dict | None = None) -> None:
+    def __init__(self, config: DataConfig) -> None:
         super().__init__()
-        self.task = task
-        self.data_dir = Path(data_dir)
-        self.cache_dir = Path(cache_dir)
-        self.max_len = max_len
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
-        self.trim_padding = trim_padding
-        self.seed = seed
-        self.total_steps = total_steps
-        self.data_options = dict(data_options or {})
+        self.config = config
         self.data: TaskData | None = None
 
     def load(self) -> TaskData:
         """Load (or build) the cached data; safe to call from every process."""
         if self.data is None:
-            data = load_task(self.task, data_dir=self.data_dir, cache_dir=self.cache_dir,
-                             max_len=self.max_len, **self.data_options)
+            c = self.config
+            data = load_task(c.task, data_dir=c.data_dir, cache_dir=c.cache_dir, max_len=c.max_len,
+                             **c.options)
             for name, split in data.splits.items():
-                check_not_empty(split, f"{self.task} {name} split ({data.location})")
+                check_not_empty(split, f"{c.task} {name} split ({data.location})")
             self.data = data
         return self.data
 
@@ -105,18 +125,20 @@ class LRADataModule(L.LightningDataModule):
 
     def _loader(self, dataset: Dataset, **kwargs) -> DataLoader:
         return DataLoader(
-            dataset, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-            collate_fn=partial(collate, trim_padding=self.trim_padding),
+            dataset, num_workers=self.config.num_workers,
+            persistent_workers=self.config.num_workers > 0, pin_memory=self.config.pin_memory,
+            collate_fn=partial(collate, trim_padding=self.config.trim_padding),
             # An own generator keeps loaders from drawing on the global RNG (dropout's), so a
             # resumed run and an uninterrupted one consume the same random numbers.
-            generator=torch.Generator().manual_seed(self.seed), **kwargs,
+            generator=torch.Generator().manual_seed(self.config.seed), **kwargs,
         )
 
     def train_dataloader(self) -> DataLoader:
         step, rank, world = self._placement()
         split = self.load().splits["train"]
-        sampler = StepBatchSampler(len(split), self._per_device(self.batch_size, world), seed=self.seed,
-                                   total_steps=self.total_steps, start_step=step, rank=rank,
+        c = self.config
+        sampler = StepBatchSampler(len(split), self._per_device(c.batch_size, world), seed=c.seed,
+                                   total_steps=c.total_steps, start_step=step, rank=rank,
                                    world_size=world)
         return self._loader(SplitDataset(split), batch_sampler=sampler)
 
@@ -124,7 +146,7 @@ class LRADataModule(L.LightningDataModule):
         _, rank, world = self._placement()
         split = self.load().splits[name]
         dataset = Subset(SplitDataset(split), shard(len(split), rank, world))
-        return self._loader(dataset, batch_size=self._per_device(self.eval_batch_size, world),
+        return self._loader(dataset, batch_size=self._per_device(self.config.eval_batch_size, world),
                             shuffle=False)
 
     def val_dataloader(self) -> DataLoader:

@@ -1,8 +1,8 @@
 """The results record: one `results.json` per run, written by `lra.runner`, read by the tables.
 
 `RunRecord` is the one definition of the record's fields. `to_dict` is what is written;
-`from_dict` reads any record written so far (older records lack `cell`, `schema` and
-`schedule`, failed runs have no measurements) and rejects only what cannot be used at all, with the reason.
+`from_dict` reads any record written so far (older records lack `cell`, `schema` and `schedule`, failed
+runs have no measurements) and rejects only what cannot be used at all, with the reason.
 Keys it does not know are kept in `extra`, so reading and writing again loses nothing.
 Values inside the sections are kept as written; the tables check the numbers they use.
 """
@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 SCHEMA_VERSION = 1
-STATUSES = ("completed", "failed")
+STATUSES = ("completed", "failed", "diverged")  # diverged: see lra.runner.judge_divergence
 
 
 class RecordError(ValueError):
@@ -81,7 +81,7 @@ class Schedule:
 
 SECTIONS = {"data": DataInfo, "metrics": Metrics, "throughput": Throughput, "memory": Memory,
             "schedule": Schedule}
-OBJECTS = ("attention_options", "config", "versions", "git", "device")  # free-form objects
+OBJECTS = ("attention_options", "config", "versions", "git", "device", "diagnostics")  # free-form objects
 
 
 @dataclass
@@ -101,13 +101,19 @@ class RunRecord:
     throughput: Throughput | None = None
     memory: Memory | None = None
     schedule: Schedule | None = None  # absent in records written before it existed
-    wall_time_s: float | None = None
+    wall_time_s: float | None = None  # the whole run: all its segments (each up to its last checkpoint)
     steps: int | None = None
-    resumed_from: str | None = None
+    resumed_from: str | None = None  # the checkpoint the last segment resumed from
+    resumes: int = 0  # how many times the run was resumed (segments - 1)
+    segments: list[dict[str, Any]] = field(default_factory=list)  # lra.resume.RunLedger.segment
+    reevaluated: str | None = None  # when the test was repeated with reevaluate=true
     skipped_nonfinite_batches: int | None = None
     best_checkpoint: str | None = None
     learning_curve: str | None = None  # learning_curve.png in the run dir (CSV logger runs)
     precision: str | None = None
+    # Attention diagnostics of the best checkpoint on a fixed batch (lra.diagnostics.callback):
+    # split, indices, tokens, checkpoint, per-layer and per-head rows; None when not computed.
+    diagnostics: dict[str, Any] | None = None
     config: dict[str, Any] | None = None
     versions: dict[str, str] | None = None
     git: dict[str, Any] | None = None

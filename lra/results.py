@@ -7,6 +7,7 @@ The record's fields are defined once, by `lra.record.RunRecord`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -32,13 +33,25 @@ def write_record(run_dir: str | Path, record: RunRecord | dict[str, Any]) -> Pat
     try:
         with os.fdopen(fd, "w") as handle:
             data = record.to_dict() if isinstance(record, RunRecord) else {"schema": SCHEMA_VERSION, **record}
-            json.dump(data, handle, indent=2, default=str)
+            json.dump(finite_json(data), handle, indent=2, default=str, allow_nan=False)
             handle.write("\n")
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def finite_json(value: Any) -> Any:
+    """`value` with every NaN or infinite float replaced by None: strict JSON (no bare NaN),
+    which every JSON reader accepts. The record's status and error say why a value is missing."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(item) for item in value]
+    return value
 
 
 def read_record(path: str | Path) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import logging
-import pickle
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -15,18 +15,22 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from lotformer.attention import UnknownAttentionError, attention_class
-from lra.errors import CheckpointError, ConfigError
-
+from lotformer.attention import UnknownAttentionError
+from lra.checkpoints import AtomicCheckpointIO, ensure_writable, load_checkpoint
+from lra.checks import check_config, check_data_fits
 from lra.curves import majority_accuracy, plot_learning_curve
 from lra.datamodule import LRADataModule
+from lra.diagnostics.callback import best_checkpoint_diagnostics
+from lra.errors import CheckpointError, ConfigError
 from lra.module import LRAModule
 from lra.record import DataInfo, Memory, Metrics, RunRecord, Schedule, Throughput
-from lra.results import RECORD_NAME, device_info, git_info, now_iso, versions, write_record
+from lra.resume import ResumePlan, RunLedger, adopt_log_files, keep_metrics_through, plan_resume
+from lra.results import RECORD_NAME, device_info, git_info, now_iso, read_record, versions, write_record
 from lra.throughput import ThroughputMeter, peak_memory, reset_peak_memory
 
 log = logging.getLogger(__name__)
@@ -48,100 +52,9 @@ def resolve_precision(precision: str | int) -> str | int:
     return "32-true"
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Reject settings that cannot work together, before any data or model is built."""
-    task, attn, t = cfg.task, cfg.attn, cfg.trainer
-    world = int(t.devices if isinstance(t.devices, int) else 1) * int(t.num_nodes)
-    if task.batch_size < world or task.batch_size % world:
-        raise ConfigError(
-            f"task.batch_size={task.batch_size} cannot be split over {world} device(s): the batch "
-            "size is global, so set it to a multiple of trainer.devices x trainer.num_nodes.")
-    options = {key: value for key, value in attn.items() if key != "name"}
-    try:
-        attention_class(attn.name).check_options(options, max_len=task.max_len)
-    except ValueError as err:  # the backend's own check, against this task
-        raise ConfigError(str(err)) from None
-    if t.max_steps < 1:
-        raise ConfigError(f"trainer.max_steps must be >= 1, got {t.max_steps}")
-    if cfg.on_nonfinite not in ("stop", "skip"):
-        raise ConfigError(f"on_nonfinite must be 'stop' or 'skip', got {cfg.on_nonfinite!r}")
-    if not isinstance(cfg.trust_checkpoint, bool):
-        raise ConfigError(f"trust_checkpoint must be true or false, got {cfg.trust_checkpoint!r}")
-
-
-def resolve_resume(resume: str | None, run_dir: Path) -> tuple[Path | None, Path]:
-    """(checkpoint to resume from or None, run dir to write to) for `resume=`.
-
-    null: a fresh run. auto: this run dir's last checkpoint if there is one (rerun the same
-    command with hydra.run.dir=<old run dir>). A run dir: its last checkpoint, and the run
-    continues writing there. A .ckpt file: that checkpoint.
-    """
-    if not resume:
-        return None, run_dir
-    if resume == "auto":
-        last = run_dir / "checkpoints" / "last.ckpt"
-        return (last if last.is_file() else None), run_dir
-    target = Path(resume)
-    if target.is_dir():
-        last = target / "checkpoints" / "last.ckpt"
-        if not last.is_file():
-            raise CheckpointError(f"resume={resume}: no checkpoints/last.ckpt in that run directory; "
-                                  "pass a .ckpt file, or drop resume= to start afresh.")
-        return last, target
-    if target.is_file():
-        return target, target.parent.parent if target.parent.name == "checkpoints" else run_dir
-    raise CheckpointError(f"resume={resume}: no such run directory or checkpoint file.")
-
-
-def _unsafe_globals(path: Path) -> list[str]:
-    """Globals beyond torch's weights-only set that a torch.save file names (read, not run)."""
-    try:
-        return torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception:  # noqa: BLE001 - not a torch.save zip file: nothing to name
-        return []
-
-
-def load_checkpoint(path: Path, *, trust: bool, purpose: str) -> dict:
-    """Read a checkpoint on the CPU, allowing only tensors and plain Python values unless `trust`.
-
-    purpose: how the error messages begin, e.g. "cannot resume".
-    trust: load any object with weights_only=False, which runs whatever code the file holds.
-    """
-    try:
-        return torch.load(path, map_location="cpu", weights_only=not trust)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
-        unsafe = [] if trust else _unsafe_globals(path)
-        if unsafe:
-            raise CheckpointError(
-                f"{purpose}: refused to load checkpoint {path}, because it holds {', '.join(unsafe)}: "
-                "objects beyond the tensors and plain Python values this project's checkpoints "
-                "contain, and loading them could run code from the file. Use a checkpoint written "
-                "by this project, or, only if you trust whoever made this one, set "
-                "trust_checkpoint=true to load it anyway (that runs any code it holds).") from None
-        reason = "not a file written by torch.save" if isinstance(err, pickle.UnpicklingError) \
-            else f"{type(err).__name__}: {err}"
-        raise CheckpointError(
-            f"{purpose}: checkpoint {path} is unreadable or corrupt ({reason}). Delete it and "
-            "resume from an earlier checkpoint, or start a fresh run.") from None
-
-
-def check_checkpoint(path: Path, *, trust: bool = False) -> None:
-    """Fail with a clear message if a checkpoint to resume from cannot be read back safely."""
-    missing = {"state_dict", "loops", "optimizer_states"} - set(
-        load_checkpoint(path, trust=trust, purpose="cannot resume"))
-    if missing:
-        raise CheckpointError(f"cannot resume: {path} is not a training checkpoint (it lacks "
-                              f"{', '.join(sorted(missing))}); pass the run's checkpoints/last.ckpt.")
-
-
 def build_datamodule(cfg: DictConfig) -> LRADataModule:
-    task = cfg.task
-    return LRADataModule(
-        task=task.name, data_dir=cfg.paths.data_dir, cache_dir=cfg.paths.cache_dir,
-        max_len=task.max_len, batch_size=task.batch_size,
-        eval_batch_size=cfg.trainer.eval_batch_size, num_workers=cfg.trainer.num_workers,
-        seed=cfg.seed, total_steps=cfg.trainer.max_steps, data_options=OmegaConf.to_container(task.data, resolve=True) if task.get("data") is not None else {},
-    )
+    """The LightningDataModule from the datamodule group (task, paths and trainer by interpolation)."""
+    return LRADataModule(instantiate(cfg.datamodule, _convert_="all"))
 
 
 def build_module(cfg: DictConfig) -> LRAModule:
@@ -151,18 +64,25 @@ def build_module(cfg: DictConfig) -> LRAModule:
     scheduler = instantiate(cfg.sched, _convert_="all")
     try:
         return LRAModule(model, optimizer=optimizer, scheduler=scheduler,
-                         on_nonfinite=cfg.on_nonfinite)
-    except UnknownAttentionError:
+                         on_nonfinite=cfg.on_nonfinite, nonfinite_skip_limit=cfg.nonfinite_skip_limit,
+                         compile=cfg.trainer.get("compile", False))
+    except (UnknownAttentionError, ConfigError):  # already say what to change
         raise
     except (ValueError, TypeError) as err:  # an attention option the backend rejects
         raise ConfigError(f"attention backend {cfg.attn.name!r}: {err}") from None
 
 
-def build_logger(cfg: DictConfig) -> Logger | bool:
-    """The logger group's `_target_` (null: no logger), with the resolved config as hparams."""
+def build_logger(cfg: DictConfig, keep_through_step: int | None) -> Logger | bool:
+    """The logger group's `_target_` (null: no logger), with the resolved config as hparams.
+
+    keep_through_step: the resumed checkpoint's step (its metrics.csv rows before it are kept
+    and the run appends), or None for a fresh run (an old metrics.csv there is removed).
+    """
     if cfg.logger.get("_target_") is None:
         return False
     logger = instantiate(cfg.logger, _convert_="all")
+    if isinstance(logger, CSVLogger):
+        keep_metrics_through(Path(logger.log_dir) / "metrics.csv", keep_through_step)
     logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     return logger
 
@@ -174,23 +94,29 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
             if node is not None and node.get("_target_") is not None]
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, meter: ThroughputMeter) -> L.Trainer:
+def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], logger: Logger | bool) -> L.Trainer:
+    """The Trainer of cfg.trainer with these callbacks and logger; checkpoints are written
+    atomically (lra.checkpoints.AtomicCheckpointIO)."""
     t = cfg.trainer
-    cfg = with_run_dir(cfg, run_dir)
-    callbacks = [meter, *build_callbacks(cfg)]
-    return L.Trainer(
-        accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes,
-        precision=resolve_precision(t.precision), max_steps=t.max_steps,
-        max_time=t.get("max_time"),  # a time limit ("DD:HH:MM:SS"): the run may stop early
-        # Validation every `eval_every` optimizer steps, counted across epochs; at least once.
-        val_check_interval=min(t.val_check_interval, t.max_steps), check_val_every_n_epoch=None,
-        gradient_clip_val=t.gradient_clip_val, limit_train_batches=t.limit_train_batches,
-        limit_val_batches=t.limit_val_batches, limit_test_batches=t.limit_test_batches,
-        log_every_n_steps=t.log_every_n_steps, deterministic=t.deterministic,
-        logger=build_logger(cfg), callbacks=callbacks, default_root_dir=run_dir,
-        enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
-        use_distributed_sampler=False,  # the datamodule shards batches itself (lra/sampling.py)
-    )
+    try:
+        return L.Trainer(
+            accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes,
+            precision=resolve_precision(t.precision), max_steps=t.max_steps,
+            max_time=t.get("max_time"),  # a time limit ("DD:HH:MM:SS"): the run may stop early
+            # Validation every `eval_every` optimizer steps, counted across epochs; at least once.
+            val_check_interval=min(t.val_check_interval, t.max_steps), check_val_every_n_epoch=None,
+            gradient_clip_val=t.gradient_clip_val, limit_train_batches=t.limit_train_batches,
+            limit_val_batches=t.limit_val_batches, limit_test_batches=t.limit_test_batches,
+            log_every_n_steps=t.log_every_n_steps, deterministic=t.deterministic,
+            logger=logger, callbacks=callbacks, default_root_dir=cfg.paths.run_dir,
+            enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
+            use_distributed_sampler=False,  # the datamodule shards batches itself (lra/sampling.py)
+            plugins=[AtomicCheckpointIO()],
+        )
+    except MisconfigurationException as err:  # e.g. a device or strategy this machine lacks
+        raise ConfigError(f"the trainer settings cannot run here: {err} (trainer.accelerator="
+                          f"{t.accelerator}, trainer.devices={t.devices}, trainer.strategy="
+                          f"{t.strategy}). Change them in configs/trainer/ or on the command line.") from None
 
 
 def with_run_dir(cfg: DictConfig, run_dir: Path) -> DictConfig:
@@ -207,15 +133,22 @@ def _metric(metrics: dict, key: str) -> float | None:
 
 
 def run(cfg: DictConfig, run_dir: str | Path) -> RunRecord:
-    """Train, evaluate the best-validation checkpoint on test, write and return the record."""
-    check_config(cfg)
-    resume_from, run_dir = resolve_resume(cfg.get("resume"), Path(run_dir))
-    trust = cfg.trust_checkpoint
-    cfg = with_run_dir(cfg, run_dir)  # the record's config names the run dir too
-    if resume_from is not None:
-        check_checkpoint(resume_from, trust=trust)
-        log.info("resuming from %s", resume_from)
+    """Train (or continue a resumed run), test the best-validation checkpoint, write and
+    return the record. With `resume=` pointing at a completed run and `reevaluate=true`, only
+    the test is repeated (see lra/resume.py)."""
     started = time.perf_counter()
+    check_config(cfg)
+    trust = cfg.trust_checkpoint
+    plan = plan_resume(cfg, Path(run_dir),
+                       lambda path, purpose: load_checkpoint(path, trust=trust, purpose=purpose))
+    adopt_log_files(Path(run_dir), plan.run_dir)
+    cfg = with_run_dir(cfg, plan.run_dir)  # the record's config names the run dir too
+    if plan.reevaluate:
+        return reevaluate(cfg, plan)
+    ensure_writable(plan.run_dir / "checkpoints")
+    if plan.checkpoint:
+        log.info("resuming from %s at step %d (segment %d of this run)", plan.checkpoint,
+                 plan.step, len(plan.segments) + 1)
     reset_peak_memory()  # a run's peak, not an earlier run's in this process
     L.seed_everything(cfg.seed, workers=True)
 
@@ -223,20 +156,20 @@ def run(cfg: DictConfig, run_dir: str | Path) -> RunRecord:
     data = datamodule.load()
     for note in data.notes:
         log.info(note)
+    check_data_fits(cfg, data)
     model = build_module(cfg)
-    meter = ThroughputMeter()
-    trainer = build_trainer(cfg, run_dir, meter)
+    meter = ThroughputMeter(earlier=plan.ledger.get("throughput"))
+    ledger = RunLedger(cfg.task.name, cfg.attn.name, meter, plan, started)
+    trainer = build_trainer(cfg, [meter, ledger, *build_callbacks(cfg)],
+                            build_logger(cfg, plan.step if plan.checkpoint else None))
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=not trust)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=plan.checkpoint, weights_only=not trust)
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint else ""
     val_acc = float(checkpoint.best_model_score) if checkpoint and checkpoint.best_model_score is not None else None
-    if best_path:  # after a resume, this path comes from the resumed checkpoint: check it as well
-        load_checkpoint(Path(best_path), trust=trust, purpose="cannot test the best checkpoint")
-    test_metrics = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False,
-                                weights_only=not trust)
-    test = test_metrics[0] if test_metrics else {}
+    test = _test(trainer, model, datamodule, best_path, trust)
 
+    segments = [*plan.segments, ledger.segment(int(trainer.global_step))]
     record = RunRecord(
         task=cfg.task.name, attention=cfg.attn.name, attention_options=attention_options(cfg),
         seed=int(cfg.seed), tag=cfg.get("tag"), status="completed",
@@ -250,22 +183,79 @@ def run(cfg: DictConfig, run_dir: str | Path) -> RunRecord:
         schedule=Schedule.of_run(steps=int(trainer.global_step), max_steps=int(cfg.trainer.max_steps),
                                  paper_max_steps=cfg.task.get("paper_max_steps"),
                                  warmup_steps=cfg.task.get("warmup_steps"), eval_every=cfg.task.eval_every),
-        wall_time_s=time.perf_counter() - started, steps=int(trainer.global_step),
-        resumed_from=str(resume_from) if resume_from else None,
-        skipped_nonfinite_batches=model.skipped_batches, best_checkpoint=best_path or None,
-        precision=str(trainer.precision), **_provenance(cfg, run_dir),
+        wall_time_s=sum(segment["wall_time_s"] for segment in segments), steps=int(trainer.global_step),
+        resumed_from=str(plan.checkpoint) if plan.checkpoint else None, resumes=len(plan.segments),
+        segments=segments, skipped_nonfinite_batches=ledger.earlier_skipped + model.skipped_batches,
+        best_checkpoint=best_path or None, precision=str(trainer.precision), **_provenance(cfg, plan.run_dir),
+        diagnostics=best_checkpoint_diagnostics(trainer, model),  # None unless callbacks/diagnostics=on
     )
+    judge_divergence(record, cfg.nonfinite_skip_limit)
     if trainer.is_global_zero:
-        if isinstance(trainer.logger, CSVLogger):
-            curve = plot_learning_curve(
-                Path(trainer.logger.log_dir) / "metrics.csv", run_dir / "learning_curve.png",
-                f"{record.task} / {record.attention} / seed {record.seed}",
-                record.metrics.majority_test_acc)
-            record.learning_curve = None if curve is None else str(curve)
-        record.record_path = str(run_dir / RECORD_NAME)
-        write_record(run_dir, record)
+        _finish(record, trainer, plan.run_dir)
     if isinstance(trainer.logger, WandbLogger):
         trainer.logger.experiment.finish()  # flush the run now, not at interpreter exit
+    return record
+
+
+def _test(trainer: L.Trainer, model: LRAModule, datamodule: LRADataModule, best_path: str,
+          trust: bool) -> dict[str, float]:
+    """Test metrics of the best checkpoint (checked first: after a resume its path comes from
+    the resumed checkpoint), or of the final weights when there is none."""
+    if best_path:
+        load_checkpoint(Path(best_path), trust=trust, purpose="cannot test the best checkpoint")
+    results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False,
+                           weights_only=not trust)
+    return results[0] if results else {}
+
+
+def judge_divergence(record: RunRecord, skip_limit: float) -> None:
+    """A run that skipped more than `skip_limit` of its training batches (on_nonfinite=skip),
+    or whose test loss is not finite, has diverged: its status says so, with the numbers."""
+    skipped = record.skipped_nonfinite_batches or 0
+    batches = record.steps or 0  # a skipped batch still counts as a (parameter-free) step
+    problems = []
+    if batches and skipped / batches > skip_limit:
+        problems.append(f"{skipped} of {batches} training batches had a non-finite loss and were "
+                        f"skipped, more than nonfinite_skip_limit={skip_limit}")
+    loss = record.metrics.test_loss
+    if loss is not None and not math.isfinite(loss):
+        problems.append(f"the test loss is {loss}")
+    if problems:
+        record.status = "diverged"
+        record.error = ("; ".join(problems) + ". Lower the learning rate (task.lr) or check the data; "
+                        "the tables leave this run out.")
+
+
+def _finish(record: RunRecord, trainer: L.Trainer, run_dir: Path) -> None:
+    """Plot the learning curve (CSV logger) and write the record (strict JSON)."""
+    if isinstance(trainer.logger, CSVLogger):
+        curve = plot_learning_curve(
+            Path(trainer.logger.log_dir) / "metrics.csv", run_dir / "learning_curve.png",
+            f"{record.task} / {record.attention} / seed {record.seed}",
+            record.metrics.majority_test_acc)
+        record.learning_curve = None if curve is None else str(curve)
+    record.record_path = str(run_dir / RECORD_NAME)
+    write_record(run_dir, record)
+
+
+def reevaluate(cfg: DictConfig, plan: ResumePlan) -> RunRecord:
+    """Test a completed run's best checkpoint again and update its record's test metrics."""
+    record = RunRecord.from_dict(read_record(plan.run_dir), path=str(plan.run_dir / RECORD_NAME))
+    best = record.best_checkpoint
+    if not best or not Path(best).is_file():
+        raise CheckpointError(f"cannot re-evaluate the run in {plan.run_dir}: its best checkpoint "
+                              f"{best!r} is missing. Start a fresh run instead.")
+    datamodule = build_datamodule(cfg)
+    data = datamodule.load()
+    check_data_fits(cfg, data)
+    trainer = build_trainer(cfg, [], logger=False)
+    test = _test(trainer, build_module(cfg), datamodule, best, cfg.trust_checkpoint)
+    record.metrics.test_acc, record.metrics.test_loss = _metric(test, "test/acc"), _metric(test, "test/loss")
+    record.metrics.majority_test_acc = majority_accuracy(data.splits["test"].labels)
+    record.reevaluated = now_iso()
+    log.info("re-evaluated %s: test accuracy %s", best, record.metrics.test_acc)
+    if trainer.is_global_zero:
+        write_record(plan.run_dir, record)
     return record
 
 
@@ -277,9 +267,15 @@ def _provenance(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
 
 def failure_record(cfg: DictConfig, run_dir: str | Path, error: BaseException) -> RunRecord:
-    """A record for a run that failed, so sweeps and tables show it as a gap with a reason."""
-    record = RunRecord(task=cfg.task.name, attention=cfg.attn.name, seed=int(cfg.seed),
+    """A record for a run that failed, so sweeps and tables show it as a gap with a reason.
+    Written when it can be (not on a full or read-only disk: then it is only logged)."""
+    seed = cfg.get("seed")
+    record = RunRecord(task=cfg.task.name, attention=cfg.attn.name,
+                       seed=seed if isinstance(seed, int) else None,
                        tag=cfg.get("tag"), status="failed", error=f"{type(error).__name__}: {error}",
                        record_path=str(Path(run_dir) / RECORD_NAME), **_provenance(cfg, run_dir))
-    write_record(run_dir, record)
+    try:
+        write_record(run_dir, record)
+    except OSError as err:
+        log.error("could not write the failure record in %s: %s", run_dir, err)
     return record

@@ -13,7 +13,8 @@ def _fmt(value, spec: str) -> str:
 
 
 def print_summary(record: RunRecord, console: Console | None = None) -> None:
-    """Print test accuracy, throughput, peak memory, wall time and the record's path."""
+    """Print test accuracy, throughput, peak memory, wall time (segments), skipped batches,
+    a status other than completed, and the record's path."""
     console = console or Console()
     m, t, mem = record.metrics, record.throughput, record.memory
     table = Table(title=f"{record.task} / {record.attention} / seed {record.seed} "
@@ -24,7 +25,13 @@ def print_summary(record: RunRecord, console: Console | None = None) -> None:
     table.add_row("train samples/s", _fmt(t.train_samples_per_s, ".1f"))
     table.add_row("train tokens/s", _fmt(t.train_tokens_per_s, ",.0f"))
     table.add_row(f"peak memory ({mem.kind})", f"{mem.peak_bytes / 2**20:,.0f} MiB")
-    table.add_row("wall time", f"{record.wall_time_s:.1f} s")
+    wall = f"{record.wall_time_s:.1f} s"
+    table.add_row("wall time", wall + (f" ({record.resumes + 1} segments)" if record.resumes else ""))
+    if record.skipped_nonfinite_batches:
+        table.add_row("skipped batches (non-finite loss)",
+                      f"{record.skipped_nonfinite_batches} of {record.steps}")
+    if record.status != "completed":
+        table.add_row("status", f"[bold red]{record.status}[/]: {record.error}")
     console.print(table)
     console.print(f"results record: {record.record_path or '(not written on this rank)'}",
                   soft_wrap=True)

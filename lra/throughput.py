@@ -10,6 +10,9 @@ import lightning as L
 import torch
 
 
+TOTALS = ("seconds", "samples", "tokens", "steps")
+
+
 class ThroughputMeter(L.Callback):
     """Times training batches and counts samples and valid tokens.
 
@@ -17,9 +20,11 @@ class ThroughputMeter(L.Callback):
     short for that are measured over all their batches).
     """
 
-    def __init__(self, warmup_batches: int = 2) -> None:
+    def __init__(self, warmup_batches: int = 2, earlier: dict | None = None) -> None:
+        """earlier: `totals()` of the run's earlier segments (a resumed run), added in."""
         self.warmup_batches = warmup_batches
         self.batches: list[tuple[float, int, int]] = []  # (seconds, samples, valid tokens)
+        self.earlier = {key: (earlier or {}).get(key, 0) for key in TOTALS}
         self._start = 0.0
 
     def _sync(self, trainer: L.Trainer) -> None:
@@ -35,16 +40,23 @@ class ThroughputMeter(L.Callback):
         _, mask, labels, _ = batch
         self.batches.append((time.perf_counter() - self._start, len(labels), int(mask.sum())))
 
-    def summary(self, world_size: int = 1) -> dict:
-        """Samples/s and tokens/s over the measured batches (times world size for DDP)."""
+    def totals(self) -> dict:
+        """Seconds, samples, tokens and count of the measured batches, earlier segments included."""
         measured = self.batches[self.warmup_batches:] or self.batches
-        seconds = sum(b[0] for b in measured)
-        if seconds <= 0:
+        mine = {"seconds": sum(b[0] for b in measured), "samples": sum(b[1] for b in measured),
+                "tokens": sum(b[2] for b in measured), "steps": len(measured)}
+        return {key: self.earlier[key] + mine[key] for key in TOTALS}
+
+    def summary(self, world_size: int = 1) -> dict:
+        """Samples/s and tokens/s over the measured batches of the whole run (all segments;
+        times world size for DDP)."""
+        totals = self.totals()
+        if totals["seconds"] <= 0:
             return {"train_samples_per_s": None, "train_tokens_per_s": None, "measured_steps": 0}
         return {
-            "train_samples_per_s": world_size * sum(b[1] for b in measured) / seconds,
-            "train_tokens_per_s": world_size * sum(b[2] for b in measured) / seconds,
-            "measured_steps": len(measured),
+            "train_samples_per_s": world_size * totals["samples"] / totals["seconds"],
+            "train_tokens_per_s": world_size * totals["tokens"] / totals["seconds"],
+            "measured_steps": totals["steps"],
         }
 
 

@@ -34,7 +34,7 @@ if ! "$PY" -c "import torch, triton, sys; sys.exit(not torch.cuda.is_available()
 fi
 "$PY" -c "import torch, triton; print(torch.__version__, 'triton', triton.__version__,
 torch.cuda.get_device_name())" | tee "$LOG"
-TAG=$("$PY" -c "import torch; import lra.bench.measure as b
+TAG=$("$PY" -c "import torch; import lra.bench.probes as b
 print(b.device_tag(torch.cuda.get_device_name(), 'cuda'))") || TAG=cuda
 
 step 150 tests "$PY" -m pytest -p no:xdist -p no:cacheprovider -rA \

@@ -6,6 +6,8 @@ Reads only the `results.json` records under the given run directories (see lra/r
 and writes, as Markdown, LaTeX and CSV:
   <out>/<prefix>_accuracy.{md,tex,csv}    LRA test accuracy, mean ± std over seeds
   <out>/<prefix>_efficiency.{md,tex,csv}  training samples/s and peak memory vs softmax
+  <out>/<prefix>_diagnostics.{md,tex,csv} attention diagnostics per task, backend and layer
+                                          (only when a record has them: callbacks/diagnostics=on)
 Missing cells and failed runs become gaps with a note; unreadable records are reported and
 skipped. The aggregation lives in the lra/tables/ package.
 """

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from lra.data import TASKS
+from lra.data.listops import OFFICIAL_SIZES
 DEFAULT_MAX_LEN = {"listops": 2000, "text": 4000, "retrieval": 4000, "image": 1024,
                    "pathfinder": 1024, "pathx": 16384}
 EXIT_USER_ERROR = 2
@@ -56,13 +57,16 @@ def task_status(task: str, data_dir: Path) -> dict:
     where its files are, how large its splits are and whether they are the official release."""
     from lra.data import task_module
     from lra.data.base import DataNotFoundError
+    from lra.errors import UserError
 
     module = task_module(task)
     try:
         located = module.locate(data_dir)
+        sizes = module.split_sizes(located)
     except DataNotFoundError as err:
         return {"task": task, "found": False, "help": str(err)}
-    sizes = module.split_sizes(located)
+    except (UserError, OSError, ValueError) as err:  # found, but a file is damaged or refused
+        return {"task": task, "found": False, "broken": True, "help": str(err)}
     where = located.settings.get("folder") or located.settings.get("version_dir") or \
         str(Path(next(iter(located.files.values()))).parent)
     return {"task": task, "found": True, "source": module.source_of(located, sizes),
@@ -85,11 +89,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             table.add_row(row["task"], "[green]found", row["source"], str(sizes["train"]), str(sizes["val"]),
                           str(sizes["test"]), row["location"])
         else:
-            table.add_row(row["task"], "[red]missing", "-", "-", "-", "-", "-")
+            table.add_row(row["task"], "[red]broken" if row.get("broken") else "[red]missing",
+                          "-", "-", "-", "-", "-")
     console.print(table)
     for row in rows:
         if not row["found"]:
-            console.print(f"\n[bold]{row['task']}[/bold]: {row['help']}", highlight=False)
+            fix = " Replace the damaged file (download or generate it again)." if row.get("broken") else ""
+            console.print(f"\n[bold]{row['task']}[/bold]: {row['help']}{fix}", highlight=False)
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
     return 0
@@ -131,9 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     kinds = generate.add_subparsers(dest="what", required=True)
     listops = kinds.add_parser("listops", help="ListOps with the LRA generator algorithm")
     listops.add_argument("--out", required=True, help="folder to write listops-1000/ into")
-    listops.add_argument("--train", type=int, default=96000)
-    listops.add_argument("--val", type=int, default=2000)
-    listops.add_argument("--test", type=int, default=2000)
+    for split, size in OFFICIAL_SIZES.items():
+        listops.add_argument(f"--{split}", type=int, default=size, help=f"examples (default {size})")
     listops.add_argument("--seed", type=int, default=0)
     pathfinder = kinds.add_parser("pathfinder", help="Pathfinder / Path-X images (Linsley et al. 2018)")
     pathfinder.add_argument("--out", required=True, help="folder to write pathfinder{res}/ into")

@@ -28,6 +28,15 @@ def tiny_run_overrides(tmp_path: Path, task: str = "listops", attn: str = "softm
     ]
 
 
+def short_run_overrides(tmp_path: Path, attn: str = "softmax") -> list[str]:
+    """tiny_run_overrides on short generated ListOps (10-60 symbols, max_len 64), for runs whose
+    dense attention maps must stay cheap (attention diagnostics)."""
+    tiny = [o for o in tiny_run_overrides(tmp_path, attn=attn) if not o.startswith("task.max_len")]
+    return tiny + ["task.max_len=64", "+task.data.generate.min_length=10",
+                   "+task.data.generate.max_length=60", "+task.data.generate.max_depth=3",
+                   "+task.data.generate.max_args=4"]
+
+
 def read_wandb_history_keys(path: Path) -> set[str]:
     """Metric keys logged in an offline `run-*.wandb` file.
 

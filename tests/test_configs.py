@@ -11,7 +11,7 @@ from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
 
 from lotformer import available_attentions
-from lra.runner import check_config
+from lra.checks import check_config
 from tests.conftest import REPO_ROOT
 from tests.helpers import CONFIG_DIR, compose_train
 

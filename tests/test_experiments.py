@@ -77,12 +77,12 @@ def test_ddp_trainer_composes_and_inherits_defaults():
 
 
 def test_ddp_trainer_builds_a_two_process_lightning_trainer(tmp_path):
-    from lra.runner import build_trainer
+    from lra.runner import build_trainer, with_run_dir
     from lra.throughput import ThroughputMeter
 
     cfg = compose_train(["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
                          "logger=none", "callbacks/progress_bar=none"])
-    trainer = build_trainer(cfg, tmp_path, ThroughputMeter())
+    trainer = build_trainer(with_run_dir(cfg, tmp_path), [ThroughputMeter()], logger=False)
     assert type(trainer.strategy).__name__ == "DDPStrategy"
     assert (trainer.world_size, trainer.num_devices) == (2, 2)
 

@@ -1,9 +1,14 @@
-"""Attention benchmark: wall time and peak memory of the registered backends versus n.
+"""Benchmarks: attention calls versus n, and whole training steps per task x backend.
 
-One module per job: :mod:`~lra.bench.presets` (the settings, read from configs/ and the
-registry), :mod:`~lra.bench.measure` (one point in a fresh worker process), :mod:`~lra.bench.run`
-(the loop over points, gaps and the CSV), :mod:`~lra.bench.results` (CSV columns, ratio and slope
-summaries) and :mod:`~lra.bench.plots`. The command line is scripts/bench_attention.py.
+Attention (scripts/bench_attention.py): :mod:`~lra.bench.presets` (the settings, read from
+configs/ and the registry), :mod:`~lra.bench.measure` (one point), :mod:`~lra.bench.run` (the
+loop over points, gaps and the CSV), :mod:`~lra.bench.results` (CSV columns, ratio and slope
+summaries) and :mod:`~lra.bench.plots`. Whole training steps (scripts/bench_step.py):
+:mod:`~lra.bench.step` (one cell), :mod:`~lra.bench.loader` (the DataLoader's rate),
+:mod:`~lra.bench.synthetic` (batches of a task's shape), :mod:`~lra.bench.step_run` (the run and
+its CSVs) and :mod:`~lra.bench.step_report` (Markdown tables, README section). Shared:
+:mod:`~lra.bench.probes` (device, threads, memory) and :mod:`~lra.bench.worker` (one
+measurement in a fresh process with a timeout).
 """
 
 from lra.bench.presets import BenchError, Preset, presets, resolve_backends, resolve_options

@@ -6,21 +6,9 @@ is a forward pass under ``torch.no_grad()`` in eval mode; ``fwd+bwd`` adds ``out
 for a fixed random ``g`` in train mode (gradients set to None before every call).
 
 Peak memory (``peak_mb``) is the peak *additional* memory during the timed calls, over what the
-process held just before them:
-
-- CUDA: ``torch.cuda.max_memory_allocated() - torch.cuda.memory_allocated()`` after
-  ``torch.cuda.reset_peak_memory_stats()`` (tensor memory through the caching allocator).
-- CPU (Linux), method ``vmhwm``: ``gc.collect()`` and glibc ``malloc_trim(0)``, then "5" written
-  to ``/proc/self/clear_refs`` resets the peak-RSS mark VmHWM to the current VmRSS (the
-  baseline); peak = VmHWM after the timed calls - baseline (resident memory of the whole
-  process, at page granularity).
-- CPU fallback, method ``ru_maxrss`` (clear_refs not writable): ``getrusage().ru_maxrss`` after
-  the timed calls - VmRSS before them; a lifetime peak, so it includes the warm-up calls.
-
-Each point runs in its own process (multiprocessing "forkserver": forked from a server that
-imported torch and the backends but never ran a tensor op; "spawn" where forkserver is missing),
-so no allocator state, thread pool or crash leaks from one point into another. Kills, crashes
-and timeouts become statuses (see :func:`measure_in_subprocess`).
+process held just before them (:func:`lra.bench.probes.memory_baseline` / ``memory_peak``).
+Each point runs in its own worker process (:mod:`lra.bench.worker`): kills, crashes and
+timeouts become statuses.
 
 Test hook: the environment variable BENCH_ATTENTION_INJECT="backend:n:mode:kind[,...]" (each
 field but kind may be ``*``; kind is oom | error | kill | hang) makes matching workers raise
@@ -29,124 +17,17 @@ torch.OutOfMemoryError, raise RuntimeError, SIGKILL themselves or sleep, right a
 
 from __future__ import annotations
 
-import gc
-import json
 import os
-import platform
-import re
 import signal
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 from lra.bench.presets import BenchError
+from lra.bench.probes import (cap_memory, is_oom, memory_baseline, memory_peak, set_threads,
+                              synchronizer)
+from lra.bench.worker import WorkerHooks, measure_in_subprocess
 
 INJECT_ENV = "BENCH_ATTENTION_INJECT"
-
-
-# --------------------------------------------------------------------------------------------
-# Device description
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def device_tag(device_name: str, kind: str) -> str:
-    """Short file-name tag: 'cpu-intel-xeon-gold-6338', 'cuda-h100-80gb-hbm3'."""
-    name = re.sub(r"\((r|tm)\)|\bcpu\b|\bprocessor\b|@.*$|\bnvidia\b|\bwith\b.*$", " ",
-                  device_name, flags=re.IGNORECASE)
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40].strip("-")
-    return f"{kind}-{slug}" if slug else kind
-
-
-def mem_available_gb() -> float | None:
-    value = _proc_kb("/proc/meminfo", "MemAvailable")
-    return None if value is None else value / 2 ** 20
-
-
-def _proc_kb(path: str, key: str) -> int | None:
-    try:
-        for line in Path(path).read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _status_kb(key: str) -> int | None:
-    return _proc_kb("/proc/self/status", key)
-
-
-# --------------------------------------------------------------------------------------------
-# Memory probes
-
-
-def _malloc_trim() -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def _reset_peak_rss() -> bool:
-    """Reset VmHWM to the current VmRSS (Linux >= 4.0); False when not permitted."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return _status_kb("VmHWM") is not None
-    except OSError:
-        return False
-
-
-def _cap_memory(torch, device, limit_gb: float | None) -> None:
-    """Cap what the point may allocate beyond its set-up: CUDA via the per-process memory
-    fraction, CPU via RLIMIT_DATA (an over-large allocation then fails cleanly)."""
-    if not limit_gb:
-        return
-    if device.type == "cuda":
-        total = torch.cuda.get_device_properties(device).total_memory
-        held = torch.cuda.memory_allocated(device)
-        torch.cuda.set_per_process_memory_fraction(
-            min(1.0, (held + limit_gb * 2 ** 30) / total), device)
-    else:
-        import resource
-
-        data_kb = _status_kb("VmData") or 0
-        resource.setrlimit(resource.RLIMIT_DATA, (int(data_kb * 1024 + limit_gb * 2 ** 30),
-                                                  resource.getrlimit(resource.RLIMIT_DATA)[1]))
-
-
-def _memory_baseline(torch, device) -> tuple[str, int]:
-    """Start the peak-memory window: (method, baseline bytes)."""
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-        return "cuda_max_allocated", torch.cuda.memory_allocated(device)
-    _malloc_trim()
-    method = "vmhwm" if _reset_peak_rss() else "ru_maxrss"
-    return method, (_status_kb("VmRSS") or 0) * 1024
-
-
-def _memory_peak(torch, device, method: str) -> int:
-    if method == "cuda_max_allocated":
-        return torch.cuda.max_memory_allocated(device)
-    if method == "vmhwm":
-        return (_status_kb("VmHWM") or 0) * 1024
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,16 +60,6 @@ def _inject_failure(torch, spec: dict) -> None:
         time.sleep(10 ** 6)
 
 
-def _is_oom(exc: BaseException) -> bool:
-    import torch
-
-    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text
-                                              or "out of memory" in text)
-
-
 def _make_call(torch, spec: dict, device):
     """Build the module and its inputs; returns (call, bench fields). ``call()`` runs one
     forward (and backward in fwd+bwd mode) and synchronises the device."""
@@ -205,9 +76,7 @@ def _make_call(torch, spec: dict, device):
                for _ in range(3))
     grad_out = torch.randn(B, H, n, D, device=device, dtype=dtype) if train else None
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    sync = synchronizer(torch, device)
 
     def call() -> None:
         if train:
@@ -224,29 +93,28 @@ def _make_call(torch, spec: dict, device):
     return call, attn.bench_fields()
 
 
-def run_point(spec: dict, ready_path: str | None = None) -> dict:
+def run_point(spec: dict, hooks: WorkerHooks | None = None) -> dict:
     """Measure one (backend, n, mode) point in this process; returns the result fields
     (status, error, times, memory and ``fields``, the module's :meth:`bench_fields`)."""
     import torch
 
-    torch.set_num_threads(spec["threads"])
+    set_threads(torch, spec["threads"])
     device = torch.device(spec["device"])
     result: dict = {"status": "ok", "error": ""}
     try:
         call, result["fields"] = _make_call(torch, spec, device)
-        _cap_memory(torch, device, spec.get("max_memory_gb"))
-        if ready_path:  # the parent's per-point timeout starts now
-            Path(ready_path).touch()
+        cap_memory(torch, device, spec.get("max_memory_gb"))
+        (hooks or WorkerHooks()).ready()  # the parent's per-point timeout starts now
         _inject_failure(torch, spec)
         for _ in range(spec["warmup"]):
             call()
-        method, baseline = _memory_baseline(torch, device)
+        method, baseline = memory_baseline(torch, device)
         times = []
         for _ in range(spec["repeats"]):
             start = time.perf_counter()
             call()
             times.append((time.perf_counter() - start) * 1e3)
-        peak = _memory_peak(torch, device, method)
+        peak = memory_peak(torch, device, method)
         result.update(
             median_ms=statistics.median(times), min_ms=min(times),
             times_ms=";".join(f"{t:.4f}" for t in times),
@@ -254,86 +122,12 @@ def run_point(spec: dict, ready_path: str | None = None) -> dict:
             mem_method=method,
         )
     except Exception as exc:  # noqa: BLE001 - every failure becomes a gap row
-        result["status"] = "oom" if _is_oom(exc) else "error"
+        result["status"] = "oom" if is_oom(exc) else "error"
         result["error"] = f"{type(exc).__name__}: {exc}"[:500]
     return result
 
 
-# --------------------------------------------------------------------------------------------
-# The worker process
-
-
-def _worker_entry(spec: dict, result_path: str, ready_path: str) -> None:
-    """Body of the per-point process: measure, then write the result file atomically."""
-    try:
-        result = run_point(spec, ready_path)
-    except BaseException as exc:  # noqa: BLE001 - set-up failures become an error row too
-        result = {"status": "error", "error": f"{type(exc).__name__}: {exc}"[:500]}
-    tmp = result_path + ".tmp"
-    Path(tmp).write_text(json.dumps(result))
-    os.replace(tmp, result_path)
-
-
-_CONTEXT = None
-
-
-def process_context():
-    """A multiprocessing context whose processes start with torch already imported.
-
-    "forkserver": a server process imports torch and the backends once (it never runs a
-    tensor op or touches CUDA), and every point is a fresh fork of it, so a point costs
-    milliseconds of start-up instead of seconds yet shares no allocator, thread-pool or CUDA
-    state with any other point. Where forkserver is missing (Windows), "spawn".
-    """
-    global _CONTEXT
-    if _CONTEXT is None:
-        import multiprocessing as mp
-
-        if "forkserver" in mp.get_all_start_methods():
-            _CONTEXT = mp.get_context("forkserver")
-            _CONTEXT.set_forkserver_preload(["torch", "lotformer.attention"])
-        else:
-            _CONTEXT = mp.get_context("spawn")
-    return _CONTEXT
-
-
-def _exit_status(code: int | None) -> dict:
-    if code == -signal.SIGKILL:
-        return {"status": "oom-killed",
-                "error": "worker killed by SIGKILL (most likely the kernel OOM killer)"}
-    if code is not None and code < 0:
-        return {"status": "crashed", "error": f"worker died of signal {-code}"}
-    return {"status": "crashed", "error": f"worker exited with code {code} and no result"}
-
-
-def measure_in_subprocess(spec: dict, timeout_s: float | None, startup_s: float = 300.0) -> dict:
-    """Run one point in a fresh process; turn kills, crashes and timeouts into statuses.
-
-    The timeout counts from the worker's "ready" mark (module and inputs built), so it
-    excludes start-up; set-up itself may take up to max(startup_s, timeout_s).
-    """
-    with tempfile.TemporaryDirectory(prefix="bench_attn_") as tmp:
-        result_path, ready_path = os.path.join(tmp, "result.json"), os.path.join(tmp, "ready")
-        proc = process_context().Process(
-            target=_worker_entry, args=(spec, result_path, ready_path),
-            name=f"bench-{spec['backend']}-{spec['n']}-{spec['mode']}")
-        proc.start()
-        started, ready_at = time.monotonic(), None
-        while proc.is_alive():
-            now = time.monotonic()
-            if ready_at is None and os.path.exists(ready_path):
-                ready_at = now
-            status = None
-            if ready_at is not None and timeout_s and now - ready_at > timeout_s:
-                status = f"timeout after {timeout_s:g} s"
-            elif ready_at is None and now - started > max(startup_s, timeout_s or 0):
-                status = f"timeout: worker set-up took over {max(startup_s, timeout_s or 0):g} s"
-            if status:
-                proc.kill()
-                proc.join()
-                return {"status": "timeout", "error": status}
-            proc.join(0.005 if now - started < 1 else 0.05)
-        proc.join()
-        if os.path.exists(result_path):
-            return json.loads(Path(result_path).read_text())
-        return _exit_status(proc.exitcode)
+def measure_point(spec: dict, timeout_s: float | None) -> dict:
+    """One point in a fresh worker process (:func:`lra.bench.worker.measure_in_subprocess`)."""
+    return measure_in_subprocess(run_point, spec, timeout_s,
+                                 name=f"bench-{spec['backend']}-{spec['n']}-{spec['mode']}")

@@ -163,13 +163,22 @@ def resolve_options(backends: list[str], preset: Preset, overrides: list[str],
     return effective
 
 
-def parse_lengths(text: str) -> list[int]:
-    """'512,1024' -> [512, 1024] (sorted, unique, positive)."""
+def parse_ints(text: str, option: str, example: str, *, minimum: int = 1) -> list[int]:
+    """'512,1024' -> [512, 1024] (sorted, unique, each >= minimum; '' -> []); a BenchError
+    naming ``option`` otherwise."""
     try:
         values = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise BenchError(f"--lengths {text!r}: expected comma-separated integers, "
-                         "e.g. 512,1024") from None
-    if not values or min(values) < 1:
-        raise BenchError(f"--lengths {text!r}: expected positive integers")
+        raise BenchError(f"{option} {text!r}: expected comma-separated integers, "
+                         f"e.g. {example}") from None
+    if any(v < minimum for v in values):
+        raise BenchError(f"{option} {text!r}: expected integers >= {minimum}")
     return sorted(set(values))
+
+
+def parse_lengths(text: str) -> list[int]:
+    """'512,1024' -> [512, 1024] (sorted, unique, positive)."""
+    values = parse_ints(text, "--lengths", "512,1024")
+    if not values:
+        raise BenchError(f"--lengths {text!r}: expected positive integers")
+    return values

@@ -38,13 +38,15 @@ def csv_columns(rows: list[dict]) -> list[str]:
     return [*_HEAD, *extra, *_TAIL]
 
 
-def write_csv_atomic(rows: list[dict], path: Path) -> None:
-    """Write the rows (missing values empty) via a temp file and a rename."""
+def write_csv_atomic(rows: list[dict], path: Path, columns: list[str] | None = None) -> None:
+    """Write the rows (missing values empty) via a temp file and a rename; columns default to
+    the attention benchmark's (:func:`csv_columns`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=csv_columns(rows), extrasaction="ignore")
+            writer = csv.DictWriter(fh, fieldnames=columns or csv_columns(rows),
+                                    extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
         os.replace(tmp, path)

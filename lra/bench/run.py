@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import platform
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lra.bench.measure import (cpu_model, device_tag, measure_in_subprocess, mem_available_gb,
-                               process_context, run_point)
+from lra.bench.measure import measure_point, run_point
 from lra.bench.presets import (BenchError, backend_names, parse_lengths, presets,
                                resolve_backends, resolve_options)
+from lra.bench.probes import default_threads, device_tag, memory_cap, resolve_device
 from lra.bench.results import MODES, field_columns, write_csv_atomic
+from lra.bench.worker import start_server
 
 GAP_STATUSES = ("oom", "oom-killed", "timeout")  # resource limits: larger n is skipped after one
 BUG_STATUSES = ("error", "crashed")  # make the exit code 1
@@ -54,40 +54,6 @@ class BenchRequest:
     in_process: bool = False  # measure in this process (tests; no isolation, no memory cap)
 
 
-def _device(requested: str, torch) -> tuple[str, str, str]:
-    """(device, its name, kind 'cpu' / 'cuda')."""
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if requested == "auto" else requested
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise BenchError(f"--device {device}: CUDA is not available in this torch build")
-        return device, torch.cuda.get_device_name(torch.device(device)), "cuda"
-    if device == "cpu":
-        return device, cpu_model(), "cpu"
-    raise BenchError(f"--device {device!r}: use auto, cpu, cuda or cuda:<index>")
-
-
-def _memory_cap(text: str, kind: str) -> float | None:
-    limit = str(text).lower()
-    if limit in ("none", "0", "off"):
-        return None
-    if limit == "auto":
-        avail = mem_available_gb() if kind == "cpu" else None
-        return round(0.9 * avail, 2) if avail else None
-    try:
-        return float(limit)
-    except ValueError:
-        raise BenchError(f"--max-memory-gb {text!r}: a number, auto or none") from None
-
-
-def _threads(requested: int | None) -> int:
-    if requested:
-        return requested
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def plan(req: BenchRequest, torch) -> dict:
     """Resolve the request into the settings of every point (checked; BenchError otherwise)."""
     if req.preset not in presets():
@@ -102,12 +68,12 @@ def plan(req: BenchRequest, torch) -> dict:
              "head_dim": req.head_dim or preset.head_dim}
     if min(*shape.values(), req.repeats) < 1 or req.warmup < 0:
         raise BenchError("--batch, --heads, --head-dim and --repeats must be >= 1, --warmup >= 0")
-    device, device_name, kind = _device(req.device, torch)
+    device, device_name, kind = resolve_device(req.device, torch)
     return {"backends": backends, "modes": modes, "shape": shape, "device": device,
-            "device_name": device_name, "threads": _threads(req.threads),
+            "device_name": device_name, "threads": default_threads(req.threads),
             "options": resolve_options(backends, preset, req.options, valid),
             "lengths": parse_lengths(req.lengths) if req.lengths else list(preset.lengths),
-            "max_gb": _memory_cap(req.max_memory_gb, kind),
+            "max_gb": memory_cap(req.max_memory_gb, kind),
             "tag": req.tag or device_tag(device_name, kind)}
 
 
@@ -118,7 +84,7 @@ def _point(req: BenchRequest, p: dict, backend: str, n: int, mode: str) -> dict:
             "max_memory_gb": None if req.in_process else p["max_gb"]}
     if req.in_process:
         return run_point(spec)
-    return measure_in_subprocess(spec, req.timeout or None)
+    return measure_point(spec, req.timeout or None)
 
 
 def _backend_rows(req: BenchRequest, p: dict, backend: str, common: dict):
@@ -144,10 +110,8 @@ def _backend_rows(req: BenchRequest, p: dict, backend: str, common: dict):
 def run_benchmark(req: BenchRequest) -> int:
     """Run the request; write ``<out>/bench_<preset>_<tag>.csv`` (after every point) and the
     plots. Returns 0, or 1 when a point failed with an error or crashed."""
-    if not req.in_process and process_context().get_start_method() == "forkserver":
-        from multiprocessing import forkserver
-
-        forkserver.ensure_running()  # the server imports torch while this process does too
+    if not req.in_process:
+        start_server()  # the server imports torch while this process does too
     import torch
 
     p = plan(req, torch)

@@ -8,7 +8,7 @@ from importlib import import_module
 from pathlib import Path
 from types import ModuleType
 
-from lra.data.base import DataNotFoundError, MalformedDataError, SplitArrays, TaskData
+from lra.data.base import DataNotFoundError, MalformedDataError, SplitArrays, TaskData, meets_sizes
 from lra.data.cache import cached
 
 log = logging.getLogger(__name__)
@@ -22,6 +22,12 @@ def task_module(name: str) -> ModuleType:
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(TASKS))}")
     return import_module(f"lra.data.{name}")
+
+
+def has_official_sizes(name: str, sizes: dict[str, int | str]) -> bool:
+    """Whether every split is at least as large as in the task's official LRA release (its
+    module's OFFICIAL_SIZES); a size not known ("?") counts as smaller."""
+    return meets_sizes(sizes, task_module(name).OFFICIAL_SIZES)
 
 
 def load_task(name: str, *, data_dir: str | Path, cache_dir: str | Path, max_len: int,
@@ -45,4 +51,4 @@ def load_task(name: str, *, data_dir: str | Path, cache_dir: str | Path, max_len
 
 
 __all__ = ["DataNotFoundError", "MalformedDataError", "SplitArrays", "TaskData", "load_task",
-           "task_module", "TASKS"]
+           "task_module", "has_official_sizes", "TASKS"]

@@ -89,8 +89,12 @@ class Located:
 def release_source(sizes: dict[str, int | str], official: dict[str, int]) -> str:
     """'official' when every split is at least as large as the official release's, else
     'sample' (a size not known, "?", counts as smaller)."""
-    full = all(isinstance(sizes.get(s), int) and sizes[s] >= n for s, n in official.items())
-    return "official" if full else "sample"
+    return "official" if meets_sizes(sizes, official) else "sample"
+
+
+def meets_sizes(sizes: dict[str, int | str], official: dict[str, int]) -> bool:
+    """Every split of `official` is at least that large in `sizes` ("?" counts as smaller)."""
+    return all(isinstance(sizes.get(s), int) and sizes[s] >= n for s, n in official.items())
 
 
 def count_lines(path: Path, header: bool = False) -> int:

@@ -35,6 +35,7 @@ from lra.data.base import Located, MalformedDataError, SplitArrays, TaskData, ch
 
 NUM_CLASSES = 10
 SEQ_LEN = 1024
+MIN_MAX_LEN = SEQ_LEN  # an example is a whole image: task.max_len may not cut it
 PIXEL_OFFSET = 1  # id = pixel + PIXEL_OFFSET
 VOCAB_SIZE = 256 + PIXEL_OFFSET
 VAL_FRACTION = 0.1

@@ -15,6 +15,7 @@ import csv
 import json
 import os
 import random
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -88,17 +89,52 @@ def _generate_tree(rng: random.Random, depth: int, max_depth: int, max_args: int
     return str(digit), digit, 1
 
 
-def generate_examples(n: int, seed: int, *, min_length: int = 500, max_length: int = 2000,
-                      max_depth: int = 10, max_args: int = 10, exclude: set[str] | None = None,
-                      progress: bool = False, description: str = "generating ListOps") -> list[tuple[str, int]]:
-    """`n` distinct (source, target) pairs with min_length < length < max_length."""
+@dataclass(frozen=True)
+class TreeOptions:
+    """The shape of generated trees. The defaults are the LRA generator's; smaller values make
+    a shorter, easier ListOps (e.g. the demo's). A tree is kept when
+    min_length < length < max_length (length counts symbols, not parentheses)."""
+
+    min_length: int = 500
+    max_length: int = 2000
+    max_depth: int = 10
+    max_args: int = 10
+
+    def __post_init__(self) -> None:
+        for key, value in asdict(self).items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"task.data.generate.{key} must be an int >= 1, got {value!r}")
+        if self.max_length - self.min_length < 2:
+            raise ValueError(f"task.data.generate: no tree length lies strictly between min_length="
+                             f"{self.min_length} and max_length={self.max_length}; use "
+                             "max_length >= min_length + 2")
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_options(cls, options: dict) -> TreeOptions:
+        """The tree options among `options` (e.g. task.data.generate); other keys are ignored."""
+        return cls(**{name: options[name] for name in cls.names() if name in options})
+
+    def changed(self) -> dict[str, int]:
+        """The options that differ from the LRA values (they name a generated copy)."""
+        lra = TreeOptions()
+        return {key: value for key, value in asdict(self).items() if value != getattr(lra, key)}
+
+
+def generate_examples(n: int, seed: int, *, trees: TreeOptions = TreeOptions(),
+                      exclude: set[str] | None = None, progress: bool = False,
+                      description: str = "generating ListOps") -> list[tuple[str, int]]:
+    """`n` distinct (source, target) pairs drawn with the tree options `trees`."""
     rng = random.Random(seed)
     seen = set(exclude or ())
     examples: list[tuple[str, int]] = []
     with progress_bar(description, n, progress) as advance:
         while len(examples) < n:
-            text, value, length = _generate_tree(rng, 1, max_depth, max_args)
-            if min_length < length < max_length and text not in seen:
+            text, value, length = _generate_tree(rng, 1, trees.max_depth, trees.max_args)
+            if trees.min_length < length < trees.max_length and text not in seen:
                 seen.add(text)
                 examples.append((text, value))
                 advance(1)
@@ -106,7 +142,7 @@ def generate_examples(n: int, seed: int, *, min_length: int = 500, max_length: i
 
 
 def write_release(out_dir: str | Path, sizes: dict[str, int], seed: int, progress: bool = True,
-                  **tree_options) -> Path:
+                  trees: TreeOptions = TreeOptions()) -> Path:
     """Write `out_dir/listops-1000/basic_{split}.tsv` in the official format; returns the folder.
 
     Splits are drawn from one stream so no example appears twice across splits. Each file is
@@ -117,7 +153,7 @@ def write_release(out_dir: str | Path, sizes: dict[str, int], seed: int, progres
     seen: set[str] = set()
     for offset, split in enumerate(SPLITS):
         examples = generate_examples(sizes[split], seed * 1000 + offset, exclude=seen, progress=progress,
-                                     description=f"generating ListOps {split}", **tree_options)
+                                     description=f"generating ListOps {split}", trees=trees)
         seen.update(text for text, _ in examples)
         target = folder / f"basic_{split}.tsv"
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")
@@ -127,7 +163,7 @@ def write_release(out_dir: str | Path, sizes: dict[str, int], seed: int, progres
             writer.writerows(examples)
         os.replace(tmp, target)
     marker = {"generator": "LRA ListOps algorithm (lra.data.listops)", "seed": seed, "sizes": sizes,
-              **tree_options}
+              **trees.changed()}
     (folder / GENERATED_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     return folder
 
@@ -172,9 +208,8 @@ def find_release(data_dir: str | Path) -> dict[str, Path] | None:
 def locate(data_dir: str | Path, *, generate: dict | None = None) -> Located:
     """The official files if present under data_dir, else (with `generate`) generated ones.
 
-    `generate`: {train, val, test, seed} and optionally the tree options of
-    :func:`generate_examples` (min_length, max_length, max_depth, max_args; the LRA values are
-    the defaults, smaller ones make a shorter, easier ListOps, e.g. for the demo). The generated
+    `generate`: {train, val, test, seed} and optionally the fields of :class:`TreeOptions`
+    (min_length, max_length, max_depth, max_args; the LRA values are the defaults). The generated
     copy lives in `data_dir/generated/listops_<sizes>_seed<seed>[_<options>]/` and later runs
     reuse it.
     """
@@ -189,39 +224,24 @@ def locate(data_dir: str | Path, *, generate: dict | None = None) -> Located:
             "Long Range Arena repository) there or set LRA_DATA_DIR, or generate it with "
             "`python scripts/prepare_data.py generate listops --out $LRA_DATA_DIR`."
         )
+    unknown = sorted(set(generate) - {*SPLITS, "seed", *TreeOptions.names()})
+    if unknown:
+        raise ValueError(f"task.data.generate: unknown key(s) {', '.join(unknown)}; valid keys: "
+                         f"{', '.join([*SPLITS, 'seed', *TreeOptions.names()])}")
     sizes = {split: int(generate[split]) for split in SPLITS}
     seed = int(generate.get("seed", 0))
-    tree_options = _tree_options(generate)
+    trees = TreeOptions.from_options(generate)
     name = f"listops_{sizes['train']}-{sizes['val']}-{sizes['test']}_seed{seed}"
-    name += "".join(f"_{key}{value}" for key, value in sorted(tree_options.items()))
+    name += "".join(f"_{key}{value}" for key, value in sorted(trees.changed().items()))
     out = Path(data_dir) / "generated" / name
     files = {split: out / rel for split, rel in RELEASE_FILES.items()}
     if not all(path.is_file() for path in files.values()):
         out.mkdir(parents=True, exist_ok=True)
         with FileLock(str(out) + ".lock"):
             if not all(path.is_file() for path in files.values()):
-                write_release(out, sizes, seed, **tree_options)
+                write_release(out, sizes, seed, trees=trees)
     return Located(files=files, source="generated",
                    notes=[f"ListOps generated with the LRA algorithm (seed {seed}) in {out}"])
-
-
-TREE_OPTIONS = {"min_length": 500, "max_length": 2000, "max_depth": 10, "max_args": 10}
-
-
-def _tree_options(generate: dict) -> dict[str, int]:
-    """The generator's tree options given in `generate` that differ from the LRA values."""
-    options = {}
-    for key, default in TREE_OPTIONS.items():
-        value = generate.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"task.data.generate.{key} must be an int >= 1, got {value!r}")
-        if value != default:
-            options[key] = value
-    low, high = options.get("min_length", 500), options.get("max_length", 2000)
-    if high - low < 2:
-        raise ValueError(f"task.data.generate: no tree length lies strictly between min_length="
-                         f"{low} and max_length={high}; use max_length >= min_length + 2")
-    return options
 
 
 def read(located: Located, *, max_len: int) -> TaskData:

@@ -316,6 +316,9 @@ def split_counts(total: int) -> dict[str, int]:
     return {"train": n_train, "val": n_val, "test": total - n_train - n_val}
 
 
+OFFICIAL_SIZES = split_counts(OFFICIAL_MIN_IMAGES)  # each split of a copy of the release is this large
+
+
 def split_sizes(located: Located) -> dict[str, int]:
     """Split sizes from the metadata files, without decoding an image."""
     return split_counts(sum(len(read_metadata(path)) for path in located.files.values()))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lra.data import pathfinder
 from lra.data.base import Located
-from lra.data.pathfinder import read, source_of, split_sizes  # noqa: F401  (the task's reader)
+from lra.data.pathfinder import OFFICIAL_SIZES, read, source_of, split_sizes  # noqa: F401  (the task's reader)
 
 RESOLUTION = 128
 

@@ -214,7 +214,7 @@ def data_note(cfg: DictConfig) -> tuple[str, str | None]:
 
 def check_run_config(cell: Cell, cfg: DictConfig) -> None:
     """The runner's own checks (e.g. LOT rank against the length), before anything starts."""
-    from lra.runner import check_config
+    from lra.checks import check_config
 
     try:
         check_config(cfg)

@@ -168,8 +168,9 @@ def _notes(measured: _Measured, failed: list, duplicates: list[str], published: 
     if any(c.best for r in measured.rows for c in r):
         notes.append("Bold: best measured value in its column (of at least two different values).")
     if measured.any_mark:
-        notes.append(f"{DAGGER} At least one run of the cell used generated or sample data, not "
-                     "the official LRA release: not comparable with published numbers.")
+        notes.append(f"{DAGGER} At least one run of the cell used generated or sample data, or "
+                     "splits smaller than the official LRA release's: not comparable with "
+                     "published numbers.")
     if measured.any_shortened:
         notes.append(f"{DOUBLE_DAGGER} At least one run of the cell trained fewer steps than the "
                      "paper's schedule (shortened): not comparable with published numbers.")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from lotformer.attention import UnknownAttentionError, attention_class
+from lra.data import TASKS, has_official_sizes
 from lra.record import RecordError, RunRecord
 from lra.results import find_records, read_record
 from lra.tables.table import DAGGER, DOUBLE_DAGGER
@@ -103,7 +104,13 @@ def _shorten(text: str, limit: int = 80) -> str:
 
 
 def is_nonofficial(record: RunRecord) -> bool:
-    return bool(record.data) and record.data.source in NON_OFFICIAL_SOURCES
+    """Generated or sample data, or splits smaller than the official release's (e.g. 100 CIFAR
+    images read from the raw files): not comparable with published numbers."""
+    if not record.data:
+        return False
+    if record.data.source in NON_OFFICIAL_SOURCES:
+        return True
+    return record.task in TASKS and bool(record.data.sizes) and not has_official_sizes(record.task, record.data.sizes)
 
 
 def is_shortened(record: RunRecord) -> bool:

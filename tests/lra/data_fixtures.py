@@ -103,3 +103,22 @@ def write_crafted_cifar_batch(path: Path, marker: Path) -> None:
     """A CIFAR batch whose unpickling by plain `pickle.load` would create `marker`."""
     with open(path, "wb") as handle:
         pickle.dump({b"data": RunsCommand(f"touch {marker}"), b"labels": [0]}, handle)
+
+
+def write_learnable_pathfinder(data_dir: Path, resolution: int, n: int, seed: int = 0) -> Path:
+    """A Pathfinder release layout (`pathfinder<res>/curv_contour_length_14/`, text metadata,
+    PNGs) whose labels a model learns in a few steps: negative images (label 0) are dark noise
+    (pixels 0-127), positive ones (label 1) bright noise (128-255). A pipeline that loses the
+    pairing of images and labels cannot fit it."""
+    rng = np.random.default_rng(seed)
+    folder = data_dir / f"pathfinder{resolution}" / "curv_contour_length_14"
+    (folder / "imgs" / "0").mkdir(parents=True, exist_ok=True)
+    (folder / "metadata").mkdir(exist_ok=True)
+    lines = []
+    for i in range(n):
+        label = i % 2
+        image = rng.integers(128 * label, 128 * (label + 1), (resolution, resolution), dtype=np.uint8)
+        (folder / "imgs" / "0" / f"sample_{i}.png").write_bytes(png_bytes(image))
+        lines.append(f"imgs/0 sample_{i}.png {i} {label} 1.0 14 4 2 0.5 1 1\n")
+    (folder / "metadata" / "0.npy").write_text("".join(lines))
+    return folder

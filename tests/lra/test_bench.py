@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from lra.bench import measure, presets, results
+from lra.bench import measure, presets, probes, results
 from lra.bench.presets import BenchError, backend_names, parse_option, resolve_options
 from tests.conftest import REPO_ROOT
 
@@ -243,6 +243,6 @@ def test_lra_presets_match_the_training_configs():
 
 
 def test_device_tag():
-    assert measure.device_tag("Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz", "cpu") == "cpu-intel-xeon-gold-6338"
-    assert measure.device_tag("NVIDIA H100 80GB HBM3", "cuda") == "cuda-h100-80gb-hbm3"
-    assert measure.device_tag("", "cpu") == "cpu"
+    assert probes.device_tag("Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz", "cpu") == "cpu-intel-xeon-gold-6338"
+    assert probes.device_tag("NVIDIA H100 80GB HBM3", "cuda") == "cuda-h100-80gb-hbm3"
+    assert probes.device_tag("", "cpu") == "cpu"

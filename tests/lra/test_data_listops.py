@@ -160,3 +160,14 @@ def test_generator_tree_options_make_a_smaller_listops_in_its_own_folder(tmp_pat
     with pytest.raises(ValueError, match="max_length"):
         listops.locate(tmp_path, generate={"train": 4, "val": 2, "test": 2, "min_length": 10,
                                            "max_length": 11})
+    with pytest.raises(ValueError, match="unknown key.* max_dept; valid keys: train, val, test, seed, min_length"):
+        listops.locate(tmp_path, generate={"train": 4, "val": 2, "test": 2, "max_dept": 3})
+
+
+def test_tree_options_default_to_the_lra_generator_and_name_only_changes():
+    assert listops.TreeOptions() == listops.TreeOptions(min_length=500, max_length=2000,
+                                                        max_depth=10, max_args=10)
+    trees = listops.TreeOptions.from_options({"train": 5, "seed": 1, "max_depth": 3})
+    assert trees.max_depth == 3 and trees.changed() == {"max_depth": 3}
+    with pytest.raises(ValueError, match="max_args must be an int >= 1"):
+        listops.TreeOptions(max_args=0)

@@ -98,3 +98,47 @@ def test_module_without_optimizer_factory_cannot_train():
     module = LRAModule(ModelConfig(vocab_size=20, max_len=8, num_classes=2))
     with pytest.raises(RuntimeError, match="without an optimizer factory"):
         module.configure_optimizers()
+
+
+def _old_layout_checkpoint(module: LRAModule, **hparams) -> dict:
+    """A checkpoint as LRAModule wrote it before ModelConfig (commit d0808a8): flat hparams."""
+    import lightning
+
+    return {"state_dict": module.state_dict(), "pytorch-lightning_version": lightning.__version__,
+            "hparams_name": "kwargs", "hyper_parameters": hparams}
+
+
+OLD_LOT_HPARAMS = {  # what LRAModule(vocab_size=20, max_len=16, num_classes=3, attention="lot",
+    # attention_options={"rank": 4}, on_nonfinite="skip").hparams held at d0808a8^
+    "vocab_size": 20, "max_len": 16, "num_classes": 3, "dual": False, "dim": 64, "depth": 2,
+    "num_heads": 2, "mlp_dim": 128, "dropout": 0.1, "head_hidden": 128, "attention": "lot",
+    "attention_options": {"rank": 4}, "lr": 0.0001, "betas": [0.9, 0.98], "adam_eps": 1e-08,
+    "weight_decay": 0.0, "warmup_steps": 0, "total_steps": 1, "start_factor": 0.1,
+    "end_factor": 0.4, "on_nonfinite": "skip"}
+
+
+def test_a_checkpoint_in_the_layout_before_model_config_loads(tmp_path):
+    torch.manual_seed(0)
+    source = LRAModule(ModelConfig(vocab_size=20, max_len=16, num_classes=3,
+                                   attention={"name": "lot", "rank": 4}), on_nonfinite="skip").eval()
+    path = tmp_path / "old.ckpt"
+    torch.save(_old_layout_checkpoint(source, **OLD_LOT_HPARAMS), path)
+    loaded = LRAModule.load_from_checkpoint(path, map_location="cpu", weights_only=True).eval()
+    assert loaded.config == source.config and loaded.on_nonfinite == "skip"
+    ids = torch.randint(1, 20, (2, 16))
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    torch.testing.assert_close(loaded(ids, mask), source(ids, mask), rtol=0, atol=0)
+
+
+def test_a_checkpoint_in_an_unknown_layout_says_what_to_do(tmp_path):
+    from lra.errors import CheckpointError
+
+    source = LRAModule(ModelConfig(vocab_size=20, max_len=16, num_classes=3))
+    path = tmp_path / "other.ckpt"
+    torch.save(_old_layout_checkpoint(source, **OLD_LOT_HPARAMS, hidden_size=64), path)
+    with pytest.raises(CheckpointError) as err:
+        LRAModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    message = str(err.value)
+    assert message.startswith(f"checkpoint {path}: its hyper-parameters are in neither layout")
+    assert "unknown keys: ['hidden_size']" in message and "retrain" in message
+    assert "\n" not in message

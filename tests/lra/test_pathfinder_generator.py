@@ -4,7 +4,6 @@ samples (tests/fixtures/lra-samples)."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -13,6 +12,7 @@ from PIL import Image
 from scipy import ndimage
 
 from lra.data import pathfinder, pathfinder_generator as gen
+from lra.data.pathfinder_generator import paddles, render
 
 
 @pytest.fixture(scope="module")
@@ -80,39 +80,80 @@ def test_real_sample_statistics_are_the_documented_ones(real_stats):
     assert real_stats["bright"] == pytest.approx(0.0740, abs=1e-4)
     assert real_stats["mean"] == pytest.approx(18.115, abs=1e-3)
     assert real_stats["pieces"] == pytest.approx(14.283, abs=1e-3)
+    assert real_stats["stroke"] == pytest.approx(0.3825, abs=1e-3)
     assert real_stats["discs"] < 0.1  # no visible marker discs in the real samples
 
 
-def test_statistics_no_further_from_the_real_samples_than_documented(ours_stats, real_stats):
-    """Guards the measured gap (ours/real 1.35, 1.46, 1.55, 1.26): denser, never sparser."""
-    for key in PIXEL_KEYS + ("pieces",):
-        assert 1.0 < ours_stats[key] / real_stats[key] < 1.7, key
+def test_stroke_statistics_within_10_percent_of_the_real_samples(ours_stats, real_stats):
+    """Ink coverage and path structure (groups of paddles, the longest bridged stroke) match
+    the real samples: the target paths and the ~1 distractor snake the original places."""
+    for key in ("nonzero", "pieces", "stroke"):
+        assert abs(ours_stats[key] / real_stats[key] - 1) < 0.1, (key, ours_stats[key], real_stats[key])
 
 
-@pytest.mark.xfail(strict=True, reason="real samples: invisible markers and 1 to 2 of the 5 "
-                   "distractor snakes (module docstring); ours follow snakes2.py as published")
-def test_statistics_within_10_percent_of_the_real_samples(ours_stats, real_stats):
-    for key in PIXEL_KEYS + ("pieces",):
+@pytest.mark.xfail(strict=True, reason="the real samples carry no visible marker discs, which "
+                   "snakes2.py draws (intensity 1.0 vs paddles 1.5 and 2.0; module docstring): "
+                   "ours are 12-14% brighter, within 5% without markers")
+def test_brightness_within_10_percent_of_the_real_samples(ours_stats, real_stats):
+    for key in ("bright", "mean"):
         assert abs(ours_stats[key] / real_stats[key] - 1) < 0.1, key
 
 
-def test_real_samples_match_ours_without_markers_and_with_one_distractor(monkeypatch, real_stats):
-    """The documented explanation of the gap: drop the markers and keep 1 of the 5 distractor
-    snakes, and ours come within 10% of the real samples."""
-    monkeypatch.setattr(gen, "_marker", lambda resolution, coord, radius, aa: np.zeros((resolution, resolution)))
-    s = dataclasses.replace(gen.settings_for(32), num_distractors=1)
-    images = np.stack([gen.render_image(s, np.random.default_rng([1, i]), i % 2)[0] for i in range(60)])
+def test_without_markers_every_statistic_within_10_percent_of_the_real_samples(monkeypatch, real_stats):
+    """The documented remaining gap is the markers alone: drop them and every statistic,
+    brightness included, comes within 10% of the real samples (and the discs vanish)."""
+    monkeypatch.setattr(render, "_marker", lambda resolution, coord, radius, aa: np.zeros((resolution, resolution)))
+    images = np.stack([gen.render_image(gen.settings_for(32), np.random.default_rng([1, i]), i % 2)[0]
+                       for i in range(60)])
     ours = gen.pixel_statistics(images)
-    for key in PIXEL_KEYS + ("pieces",):
+    for key in PIXEL_KEYS + ("pieces", "stroke"):
         assert abs(ours[key] / real_stats[key] - 1) < 0.1, (key, ours[key], real_stats[key])
+    assert ours["discs"] < 0.2
+
+
+def _opencv_dilation_has_border_value(core: np.ndarray, n: int) -> bool:
+    """Brute force: whether cv2.dilate of a float64 (n, n) image with these kernel offsets
+    leaves some pixel at its border value -DBL_MAX (no offset lands inside the image)."""
+    reached = np.zeros((n, n), dtype=bool)
+    for dy, dx in core:
+        reached[max(0, -dy):n - max(0, dy), max(0, -dx):n - max(0, dx)] = True
+    return not reached.all()
+
+
+@pytest.mark.parametrize("resolution,margin", [(32, 1), (128, 2), (128, 3)])
+def test_seed_orientations_follow_opencv_float_dilation(resolution, margin):
+    """The seed rule equals OpenCV's: the test fails for an orientation exactly when the
+    dilation leaves a -DBL_MAX pixel (or has no kernel); at Pathfinder-32, 30 of 360 pass."""
+    s = gen.settings_for(resolution)
+    passing = 0
+    for degree in range(-180, 180):
+        core = paddles.paddle_stamp(round(degree * math.pi / 180, 12), s.paddle_length, s.paddle_thickness, margin,
+                           s.antialias_scale)[3]
+        usable = len(core) > 0 and not _opencv_dilation_has_border_value(core, resolution)
+        assert paddles.reaches_every_corner(core) == usable, degree
+        passing += usable
+    assert passing == {(32, 1): 30, (128, 2): 354, (128, 3): 360}[(resolution, margin)]
+    if resolution == 32:  # the first target snake starts toward the upper left, as in the original
+        assert render._first_orientations(s, margin).tolist() == list(range(-150, -120))
+
+
+def test_about_one_of_five_distractor_snakes_fits(monkeypatch):
+    """With the original's seed test, about 1 of the 5 distractor snakes is placed at
+    Pathfinder-32 (the real images look like 1, between ours with 1 and with 2)."""
+    placed, distractor = [], render._distractor
+    monkeypatch.setattr(render, "_distractor", lambda canvas: placed.append(distractor(canvas)) or placed[-1])
+    s = gen.settings_for(32)
+    for i in range(30):
+        gen.render_image(s, np.random.default_rng([5, i]), i % 2)
+    assert 0.6 < sum(placed) / 30 < 1.6
 
 
 def test_markers_are_discs_of_the_given_radius(ours_stats):
     s = gen.settings_for(32)
-    disc = gen._marker(32, (12, 20), s.marker_radius, s.antialias_scale)
+    disc = render._marker(32, (12, 20), s.marker_radius, s.antialias_scale)
     assert disc.sum() == pytest.approx(math.pi * s.marker_radius ** 2, rel=0.1)  # area in pixels
     assert disc[12, 20] == disc.max() == 1.0  # centred on the snake end, full brightness
-    assert 1.9 < ours_stats["discs"] < 2.1  # both markers show as bright blobs; paddles don't
+    assert 1.8 < ours_stats["discs"] < 2.3  # both markers show as bright blobs; paddles rarely
 
 
 def _closed(mask: np.ndarray) -> np.ndarray:
@@ -142,7 +183,7 @@ def test_ground_truth_markers_joined_by_one_snake_only_for_label_1(label):
 def test_markers_sit_on_the_right_snake_ends(monkeypatch, label):
     """Label 1: the markers are the two ends of one target snake; label 0: one on each."""
     snakes, marks = [], []
-    real_two, real_marker = gen._two_snakes, gen._marker
+    real_two, real_marker = render._two_snakes, render._marker
 
     def spy_two(canvas):
         result = real_two(canvas)
@@ -154,8 +195,8 @@ def test_markers_sit_on_the_right_snake_ends(monkeypatch, label):
         marks.append(tuple(coord))
         return real_marker(resolution, coord, radius, aa)
 
-    monkeypatch.setattr(gen, "_two_snakes", spy_two)
-    monkeypatch.setattr(gen, "_marker", spy_marker)
+    monkeypatch.setattr(render, "_two_snakes", spy_two)
+    monkeypatch.setattr(render, "_marker", spy_marker)
     for seed in range(6):
         snakes.clear(), marks.clear()
         gen.render_image(gen.settings_for(32), np.random.default_rng(seed), label)

@@ -282,8 +282,10 @@ def _finished_overrides(tmp_path: Path, *extra: str) -> list[str]:
 
 
 def _copy_run(finished_run: Path, tmp_path: Path) -> tuple[Path, Path]:
-    """(run dir, its last.ckpt) of a fresh copy of `finished_run`, data included."""
+    """(run dir, its last.ckpt) of a fresh copy of `finished_run`, data included, without its
+    results.json: a run that died during its final test, which resume= finishes."""
     shutil.copytree(finished_run, tmp_path, dirs_exist_ok=True)
+    (tmp_path / "run" / "results.json").unlink()
     return tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.ckpt"
 
 

@@ -100,9 +100,22 @@ def test_status_refuses_a_crafted_cifar_pickle_without_running_it(tmp_path):
     assert image["sizes"] == {"train": 9, "val": 1, "test": 2}
     marker = tmp_path / "marker"
     write_crafted_cifar_batch(folder / "test_batch", marker)
-    result = run("status", "--data-dir", str(tmp_path / "data"), tmp_path=tmp_path)
+    result = run("status", "--data-dir", str(tmp_path / "data"), "--json", tmp_path=tmp_path)
     assert not marker.exists()
-    assert result.returncode == 2
-    assert result.stderr.startswith(f"error: {folder / 'test_batch'}: refused to unpickle")
-    assert f"{os.system.__module__}.system" in result.stderr and "cifar-10-python.tar.gz" in result.stderr
-    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+    assert result.returncode == 0 and "Traceback" not in result.stderr  # the table still prints
+    (image,) = [row for row in json.loads(result.stdout[result.stdout.index("[\n"):]) if row["task"] == "image"]
+    assert image["broken"] and image["help"].startswith(f"{folder / 'test_batch'}: refused to unpickle")
+    assert f"{os.system.__module__}.system" in image["help"]
+    assert "│ image      │ broken" in result.stdout
+
+
+def test_status_marks_a_truncated_cifar_pickle_broken_and_prints_the_table(tmp_path):
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    write_cifar_pickles(folder, np.random.default_rng(0), per_batch=2, test_size=2)
+    batch = folder / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:100])
+    result = run("status", "--data-dir", str(tmp_path / "data"), tmp_path=tmp_path)
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    assert "│ image      │ broken" in result.stdout and "│ listops    │ missing" in result.stdout
+    assert f"{batch}: not a CIFAR-10 python batch" in " ".join(result.stdout.split())
+    assert "Replace the damaged file" in " ".join(result.stdout.split())
