@@ -76,6 +76,12 @@ def ensure_writable(folder: Path) -> None:
         raise CheckpointError(f"cannot save checkpoints: {write_problem(folder, err)}.") from None
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, made atomic and loud: the checkpoint is written to a
     temporary file in the same folder and renamed over the target once complete; any OSError
@@ -90,6 +96,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.chmod(tmp, 0o666 & ~_umask())  # as a plain open() would make it, not mkstemp's 0600
             with os.fdopen(fd, "wb") as handle:
                 handle.write(buffer.getbuffer())
                 handle.flush()

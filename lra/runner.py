@@ -164,10 +164,23 @@ def run(cfg: DictConfig, run_dir: str | Path) -> RunRecord:
                             build_logger(cfg, plan.step if plan.checkpoint else None))
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=plan.checkpoint, weights_only=not trust)
+    record = _test_and_record(cfg, plan, datamodule, trainer, model, meter, ledger)
+    judge_divergence(record, cfg.nonfinite_skip_limit)
+    if trainer.is_global_zero:
+        _finish(record, trainer, plan.run_dir)
+    if isinstance(trainer.logger, WandbLogger):
+        trainer.logger.experiment.finish()  # flush the run now, not at interpreter exit
+    return record
+
+
+def _test_and_record(cfg: DictConfig, plan: ResumePlan, datamodule: LRADataModule, trainer: L.Trainer,
+                     model: LRAModule, meter: ThroughputMeter, ledger: RunLedger) -> RunRecord:
+    """Test the best checkpoint of a finished fit and build the run's record."""
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint else ""
     val_acc = float(checkpoint.best_model_score) if checkpoint and checkpoint.best_model_score is not None else None
-    test = _test(trainer, model, datamodule, best_path, trust)
+    test = _test(trainer, model, datamodule, best_path, cfg.trust_checkpoint)
+    data = datamodule.load()
 
     segments = [*plan.segments, ledger.segment(int(trainer.global_step))]
     record = RunRecord(
@@ -189,11 +202,6 @@ def run(cfg: DictConfig, run_dir: str | Path) -> RunRecord:
         best_checkpoint=best_path or None, precision=str(trainer.precision), **_provenance(cfg, plan.run_dir),
         diagnostics=best_checkpoint_diagnostics(trainer, model),  # None unless callbacks/diagnostics=on
     )
-    judge_divergence(record, cfg.nonfinite_skip_limit)
-    if trainer.is_global_zero:
-        _finish(record, trainer, plan.run_dir)
-    if isinstance(trainer.logger, WandbLogger):
-        trainer.logger.experiment.finish()  # flush the run now, not at interpreter exit
     return record
 
 

@@ -3,6 +3,9 @@ training steps on tiny shapes, timeouts as rows, the compile flag, loader timing
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
 import json
 import subprocess
 import sys
@@ -175,7 +178,10 @@ def test_bad_compile_value_says_what_to_set():
 def test_loader_measurement_returns_positive_rates(tmp_path):
     spec = {"task": "text", "workers": 0, "pin_memory": False, "batches": 3, "device": "cpu",
             "threads": 1, "overrides": [*TINY, f"paths.data_dir={tmp_path}"]}
-    result = measure_loader(spec)
+    # In a fresh process, as the benchmark runs it: measure_loader sets the process's torch and
+    # numba thread counts, which would change the float results of later tests in this worker.
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        result = pool.submit(measure_loader, spec).result(timeout=300)
     assert result["status"] == "ok" and result["data"] == "synthetic"
     assert result["batches_per_s"] > 0 and result["samples_per_s"] > 0
 
