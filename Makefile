@@ -42,7 +42,7 @@ bench: install
 # The whole-training-step set on CPU (every task x backend; about 25 minutes on 2 quiet cores),
 # then its tables into README.md.
 bench-step: install
-	$(BIN)/python scripts/bench_step.py --device cpu --tag cpu
+	$(BIN)/python scripts/bench_step.py --device cpu --tag cpu --threads 1 --timeout 30
 	$(BIN)/python scripts/bench_step.py --summary results/step_cpu.csv --readme README.md
 
 # Reproduce LRA cells: the default set (ListOps and Pathfinder-32 x LOT and softmax, 3 seeds) at
