@@ -31,6 +31,13 @@ NONFINITE_POLICIES = ("stop", "skip")
 MIN_SKIPS_TO_STOP = 20  # with on_nonfinite=skip, training stops once this many batches were
                         # skipped and they are more than the skip limit's share
 
+
+def over_skip_limit(skipped: int, batches: int, limit: float) -> bool:
+    """Whether `skipped` of `batches` training batches (each skipped one still counts as a
+    step) is more than the `limit` share: the run has diverged (on_nonfinite=skip)."""
+    return batches > 0 and skipped > limit * batches
+
+
 OptimizerFactory = Callable[..., torch.optim.Optimizer]  # params -> optimizer
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]  # optimizer -> per-step scheduler
 
@@ -210,7 +217,8 @@ class LRAModule(L.LightningModule):
             log.warning("non-finite loss at step %d (examples %s): batch skipped",
                         self.global_step, indices)
             seen = self.global_step + 1  # a skipped batch still counts as a step
-            if self.skipped_batches >= MIN_SKIPS_TO_STOP and self.skipped_batches > self.nonfinite_skip_limit * seen:
+            if self.skipped_batches >= MIN_SKIPS_TO_STOP and over_skip_limit(
+                    self.skipped_batches, seen, self.nonfinite_skip_limit):
                 log.error("%d of %d training batches skipped: the run has diverged; training stops",
                           self.skipped_batches, seen)
                 self.trainer.should_stop = True  # else a run whose every batch is NaN never ends

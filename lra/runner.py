@@ -27,7 +27,7 @@ from lra.curves import majority_accuracy, plot_learning_curve
 from lra.datamodule import LRADataModule
 from lra.diagnostics.callback import best_checkpoint_diagnostics
 from lra.errors import CheckpointError, ConfigError
-from lra.module import LRAModule
+from lra.module import LRAModule, over_skip_limit
 from lra.record import DataInfo, Memory, Metrics, RunRecord, Schedule, Throughput
 from lra.resume import ResumePlan, RunLedger, adopt_log_files, keep_metrics_through, plan_resume
 from lra.results import RECORD_NAME, device_info, git_info, now_iso, read_record, versions, write_record
@@ -222,7 +222,7 @@ def judge_divergence(record: RunRecord, skip_limit: float) -> None:
     skipped = record.skipped_nonfinite_batches or 0
     batches = record.steps or 0  # a skipped batch still counts as a (parameter-free) step
     problems = []
-    if batches and skipped / batches > skip_limit:
+    if over_skip_limit(skipped, batches, skip_limit):
         problems.append(f"{skipped} of {batches} training batches had a non-finite loss and were "
                         f"skipped, more than nonfinite_skip_limit={skip_limit}")
     loss = record.metrics.test_loss
