@@ -20,3 +20,19 @@ def samples_dir() -> Path:
                     "folder holding lra_release/ (the repository's tests/fixtures/lra-samples)")
     return SAMPLES_DIR
 
+
+_TORCH_THREADS = None
+
+
+@pytest.fixture(autouse=True)
+def same_thread_count_for_every_test():
+    """Every test starts with the worker's initial torch thread count, whatever an earlier
+    test in the same pytest worker set. (Code that also sets numba's threads, such as the
+    benchmarks' measurements, runs in its own process in tests: see test_bench_step.)"""
+    import torch
+
+    global _TORCH_THREADS
+    if _TORCH_THREADS is None:
+        _TORCH_THREADS = torch.get_num_threads()
+    torch.set_num_threads(_TORCH_THREADS)
+    yield
