@@ -45,8 +45,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         from lra.data.pathfinder import generate_release
 
         folder = generate_release(out, args.n, resolution=args.resolution, difficulty=args.difficulty,
-                                  seed=args.seed, workers=args.workers, progress=not args.quiet)
-        print(f"wrote {args.n} Pathfinder-{args.resolution} images ({args.difficulty}, seed {args.seed}) "
+                                  seed=args.seed, workers=args.workers, progress=not args.quiet,
+                                  markers=args.markers)
+        print(f"wrote {args.n} Pathfinder-{args.resolution} images ({args.difficulty}, {args.markers} markers, "
+              f"seed {args.seed}) "
               f"to {folder}")
     return 0
 
@@ -147,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     pathfinder.add_argument("--difficulty", choices=("easy", "medium", "hard"), default="hard")
     pathfinder.add_argument("--seed", type=int, default=0)
     pathfinder.add_argument("--workers", type=int, default=max(1, min(8, os.cpu_count() or 1)))
+    pathfinder.add_argument("--markers", choices=("visible", "faint"), default="visible",
+                            help="visible: snakes2.py's marker discs (default); faint: as in the real samples, "
+                                 "markers below one gray level")
     pathfinder.add_argument("--quiet", action="store_true", help="no progress bar")
 
     status = commands.add_parser("status", help="where each task's data is, with split sizes")

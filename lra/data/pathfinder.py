@@ -85,8 +85,10 @@ def locate(data_dir: str | Path, *, difficulty: str = "hard", resolution: int = 
     difficulty: easy | medium | hard (contour length 6 / 9 / 14).
     resolution: 32 (Pathfinder) or 128 (Path-X).
     split_seed: seed of the 80/10/10 split.
-    generate: {n, seed, workers}; the copy lives in
-      `data_dir/generated/pathfinder{res}-{difficulty}_n{n}_seed{seed}/` and later runs reuse it.
+    generate: {n, seed, workers, markers}; the copy lives in
+      `data_dir/generated/pathfinder{res}-{difficulty}_n{n}_seed{seed}[_markers-faint]/` and later
+      runs reuse it. markers: "visible" (default, snakes2.py's discs) or "faint" (as in the real
+      samples: below one gray level, see `lra.data.pathfinder_generator`).
     """
     if difficulty not in DIFFICULTY_DIRS:
         raise ValueError(f"difficulty must be one of {sorted(DIFFICULTY_DIRS)}, got {difficulty!r}")
@@ -111,30 +113,32 @@ def locate(data_dir: str | Path, *, difficulty: str = "hard", resolution: int = 
             f"--resolution {resolution} --difficulty {difficulty} --workers 8` "
             f"(or set the option `generate: {{n: ..., seed: 0}}` of task {task})."
         )
-    n, seed = int(generate["n"]), int(generate.get("seed", 0))
-    out = data_dir / "generated" / f"pathfinder{resolution}-{difficulty}_n{n}_seed{seed}"
+    n, seed, markers = int(generate["n"]), int(generate.get("seed", 0)), str(generate.get("markers", "visible"))
+    generator.settings_for(resolution, difficulty, markers)  # checks the option before anything is written
+    suffix = "" if markers == "visible" else f"_markers-{markers}"
+    out = data_dir / "generated" / f"pathfinder{resolution}-{difficulty}_n{n}_seed{seed}{suffix}"
     folder = generator.dataset_folder(out, resolution, difficulty)
     if not _metadata_files(folder):
         out.mkdir(parents=True, exist_ok=True)
         with FileLock(str(out) + ".lock"):
             if not _metadata_files(folder):
                 generate_release(out, n, resolution=resolution, difficulty=difficulty, seed=seed,
-                                 workers=int(generate.get("workers", 1)))
+                                 workers=int(generate.get("workers", 1)), markers=markers)
     return Located(files=_metadata_files(folder), source="generated",
                    settings={**settings, "folder": str(folder.resolve())},
-                   notes=[f"Pathfinder-{resolution} generated ({n} images, seed {seed}) in {folder}"])
+                   notes=[f"Pathfinder-{resolution} generated ({n} images, seed {seed}, {markers} markers) in {folder}"])
 
 
 def generate_release(out_dir: str | Path, n: int, *, resolution: int = 32, difficulty: str = "hard",
-                     seed: int = 0, workers: int = 1, progress: bool = True) -> Path:
+                     seed: int = 0, workers: int = 1, progress: bool = True, markers: str = "visible") -> Path:
     """Generate `n` images in the official layout under out_dir and mark the copy as generated."""
     folder = generator.dataset_folder(out_dir, resolution, difficulty)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / GENERATED_MARKER).write_text(json.dumps(
         {"n": n, "seed": seed, "resolution": resolution, "difficulty": difficulty,
-         "settings": asdict(generator.settings_for(resolution, difficulty))}, indent=2))
+         "settings": asdict(generator.settings_for(resolution, difficulty, markers))}, indent=2))
     return generator.generate(out_dir, n, resolution=resolution, difficulty=difficulty, seed=seed,
-                              workers=workers, progress=progress)
+                              workers=workers, progress=progress, markers=markers)
 
 
 # ----------------------------------------------------------------------------- metadata

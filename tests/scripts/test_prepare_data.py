@@ -51,6 +51,18 @@ def test_generate_writes_the_official_layouts(data_dir):
     assert len(list((folder / "imgs" / "0").glob("sample_*.png"))) == 10
 
 
+def test_generate_pathfinder_with_faint_markers(tmp_path):
+    result = run("generate", "pathfinder", "--out", str(tmp_path / "data"), "--n", "2", "--markers", "faint",
+                 "--workers", "1", "--quiet", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "faint markers" in result.stdout
+    folder = tmp_path / "data" / "pathfinder32" / "curv_contour_length_14"
+    assert json.loads((folder / "generator.json").read_text())["settings"]["markers"] == "faint"
+    bad = run("generate", "pathfinder", "--out", str(tmp_path / "x"), "--n", "2", "--markers", "bright",
+              tmp_path=tmp_path)
+    assert bad.returncode == 2 and "invalid choice: 'bright'" in bad.stderr
+
+
 def test_status_reports_found_and_missing(data_dir, tmp_path):
     result = run("status", "--data-dir", str(data_dir), "--json", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -38,9 +38,10 @@ def pixel_statistics(images: np.ndarray) -> dict[str, float]:
             "discs": float(np.mean([groups(b > 150) for b in blocks]))}
 
 
-def sample_images(n: int, resolution: int = 32, difficulty: str = "hard", seed: int = 0) -> np.ndarray:
+def sample_images(n: int, resolution: int = 32, difficulty: str = "hard", seed: int = 0,
+                  markers: str = "visible") -> np.ndarray:
     """(n, res, res) uint8 images rendered in memory, labels alternating 0, 1, ..."""
-    s = settings_for(resolution, difficulty)
+    s = settings_for(resolution, difficulty, markers)
     return np.stack([render_image(s, np.random.default_rng([seed, i]), i % 2)[0] for i in range(n)])
 
 
@@ -50,9 +51,10 @@ def load_images(folder: str | Path) -> np.ndarray:
     return np.stack([np.asarray(Image.open(f)) for f in files])
 
 
-def _compare(real_dir: str, n: int, seed: int) -> None:
+def _compare(real_dir: str, n: int, seed: int, markers: str) -> None:
     """Print ours-vs-real statistics (the table in the package docstring)."""
-    real, ours = pixel_statistics(load_images(real_dir)), pixel_statistics(sample_images(n, seed=seed))
+    real = pixel_statistics(load_images(real_dir))
+    ours = pixel_statistics(sample_images(n, seed=seed, markers=markers))
     print(f"{'statistic':<10}{'ours':>10}{'real':>10}{'ours/real':>11}")
     for key in real:
         ratio = f"{ours[key] / real[key]:>11.2f}" if real[key] else f"{'-':>11}"
@@ -69,5 +71,7 @@ def main(argv: list[str] | None = None) -> None:
                              "pathfinder32/curv_contour_length_14/imgs/0)")
     parser.add_argument("-n", type=int, default=300, help="images to generate")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--markers", choices=("visible", "faint"), default="visible",
+                        help="marker rendering of the generated images (see settings.MARKER_INTENSITY)")
     args = parser.parse_args(argv)
-    _compare(args.compare, args.n, args.seed)
+    _compare(args.compare, args.n, args.seed, args.markers)

@@ -46,15 +46,17 @@ def metadata_line(s: PathfinderSettings, batch: int, index: int, label: int, mar
 
 
 def generate(out_dir: str | Path, n: int, *, resolution: int = 32, difficulty: str = "hard",
-             seed: int = 0, workers: int = 1, progress: bool = True, batch: int = 0) -> Path:
+             seed: int = 0, workers: int = 1, progress: bool = True, batch: int = 0,
+             markers: str = "visible") -> Path:
     """Write `n` images in the official layout under `out_dir`; returns the difficulty folder.
 
     The metadata file is written last (to a temporary name, then renamed), so a folder with
     `metadata/{batch}.npy` is complete. Same arguments -> byte-identical files, for any `workers`.
+    markers: "visible" (snakes2.py's discs) or "faint" (as in the real samples; see settings).
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    s = settings_for(resolution, difficulty)
+    s = settings_for(resolution, difficulty, markers)
     folder = dataset_folder(out_dir, resolution, difficulty)
     images = folder / "imgs" / str(batch)
     images.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ import numpy as np
 
 from lra.data.pathfinder_generator.paddles import (arc, flip, lanczos_down, near_index, paddle_stamp, seed_offsets,
                                                    translate, turn_weights)
-from lra.data.pathfinder_generator.settings import PathfinderSettings
+from lra.data.pathfinder_generator.settings import MARKER_INTENSITY, PathfinderSettings
 
 
 class _Canvas:
@@ -296,7 +296,7 @@ def render_stimulus(s: PathfinderSettings, rng: np.random.Generator, label: int)
     terminal = origin if label == 1 else 1 - origin
     ends = (snakes[origin].tail, snakes[terminal].head)
     markers = np.maximum(*(_marker(s.resolution, end, s.marker_radius, s.antialias_scale) for end in ends))
-    image = np.maximum(canvas.image, markers)
+    image = np.maximum(canvas.image, MARKER_INTENSITY[s.markers] * markers)
     low, high = float(image.min()), float(image.max())
     scaled = (image - low) * (255.0 / (high - low)) if high > low else np.zeros_like(image)
     return Stimulus(image=(np.clip(scaled, 0, 255) + 0.5).astype(np.uint8), margin=margin,

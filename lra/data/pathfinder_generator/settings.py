@@ -7,6 +7,13 @@ from dataclasses import dataclass
 
 DIFFICULTY_LENGTHS = {"easy": 6, "medium": 9, "hard": 14}
 
+# Marker intensity before the final 0..255 scaling, against paddles at snake x paddle contrast.
+# "visible": snakes2.py as written (scipy.misc.imresize returns 0..255 bytes, `/ 255` gives
+# 1.0): gray discs of radius `marker_radius`. "faint": a Python 3 port whose resize returns
+# 0..1 floats, so the same `/ 255` leaves at most 1/255: below one gray level after scaling,
+# as in the real samples (package docstring).
+MARKER_INTENSITY = {"visible": 1.0, "faint": 1.0 / 255}
+
 
 @dataclass(frozen=True)
 class PathfinderSettings:
@@ -26,12 +33,18 @@ class PathfinderSettings:
     num_distractors: int
     snake_contrasts: tuple[float, ...]
     paddle_contrasts: tuple[float, ...]
+    markers: str = "visible"  # a key of MARKER_INTENSITY
     max_paddle_retrial: int = 2
     max_distractor_retrial: int = 4
     max_image_retrial: int = 100_000  # restarts of the two target snakes (the original: unbounded)
 
+    def __post_init__(self) -> None:
+        if self.markers not in MARKER_INTENSITY:
+            raise ValueError(f"markers must be one of {sorted(MARKER_INTENSITY)}, got {self.markers!r}: "
+                             "'visible' draws snakes2.py's marker discs, 'faint' matches the real samples")
 
-def settings_for(resolution: int = 32, difficulty: str = "hard") -> PathfinderSettings:
+
+def settings_for(resolution: int = 32, difficulty: str = "hard", markers: str = "visible") -> PathfinderSettings:
     """LRA's settings: Pathfinder-32 (REFERENCE §3) and Path-X / Pathfinder-128 (LRA's TFDS
     builder notes: padding 1, margins {2, 3}, seed distance 20, marker radius 3, thickness 1.5,
     antialias 2, continuity 1.8, 35 distractor paddles, snake contrast 0.9, paddle length 5)."""
@@ -44,11 +57,13 @@ def settings_for(resolution: int = 32, difficulty: str = "hard") -> PathfinderSe
             resolution=32, contour_length=length, padding=1, antialias_scale=2, paddle_length=2,
             paddle_thickness=0.5, paddle_margins=(1,), marker_radius=1.5, seed_distance=7,
             continuity=1.0, distractor_length=distractor_length,
-            num_distractors=20 // distractor_length, snake_contrasts=(2.0,), paddle_contrasts=(0.75,))
+            num_distractors=20 // distractor_length, snake_contrasts=(2.0,), paddle_contrasts=(0.75,),
+            markers=markers)
     if resolution == 128:
         return PathfinderSettings(
             resolution=128, contour_length=length, padding=1, antialias_scale=2, paddle_length=5,
             paddle_thickness=1.5, paddle_margins=(2, 3), marker_radius=3.0, seed_distance=20,
             continuity=1.8, distractor_length=distractor_length,
-            num_distractors=35 // distractor_length, snake_contrasts=(0.9,), paddle_contrasts=(1.0,))
+            num_distractors=35 // distractor_length, snake_contrasts=(0.9,), paddle_contrasts=(1.0,),
+            markers=markers)
     raise ValueError(f"resolution must be 32 (Pathfinder) or 128 (Path-X), got {resolution}")
