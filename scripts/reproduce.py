@@ -7,6 +7,7 @@ tables, the reproduction report and the learning curves.
   python scripts/reproduce.py --set default-small --max-steps listops=2500,pathfinder=100 --budget-minutes 45
   python scripts/reproduce.py --cells listops/lot,listops/softmax --tolerance 1.5
   python scripts/reproduce.py --cells listops/lot task.max_len=512   # extra Hydra overrides
+  python scripts/reproduce.py --max-steps 300 'pathfinder:task.data.generate={n: 4000, seed: 0}'  # one task's
 
 Writes <out>/reproduction.md and .csv (per cell: mean ± std over seeds, published numbers,
 difference, verdict), reproduction_curves.png, reproduction_{accuracy,efficiency}.{md,tex,csv}
@@ -34,7 +35,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. trainer.num_workers=2")
+    parser.add_argument("overrides", nargs="*",
+                        help="Hydra overrides for every run, e.g. trainer.num_workers=2; TASK:key=value for that "
+                             "task's runs only (it replaces the set's overrides of that task), e.g. "
+                             "'pathfinder:task.data.generate={n: 4000, seed: 0}'")
     parser.add_argument("--set", default="default", dest="set_name", help=f"named set of cells: {sets}")
     parser.add_argument("--cells", help="TASK/BACKEND,... instead of a set, e.g. listops/lot,pathfinder/softmax")
     parser.add_argument("--seeds", help="comma-separated seeds (default: the set's, or 0 with --cells)")

@@ -212,6 +212,22 @@ def data_note(cfg: DictConfig) -> tuple[str, str | None]:
     return f"{task}: {located.source or 'release'} copy found at {folder}", None
 
 
+def split_overrides(overrides) -> tuple[list[str], dict[str, list[str]]]:
+    """(overrides for every run, task -> overrides for that task's runs only): `TASK:key=value`
+    applies to TASK, e.g. `pathfinder:task.data.generate={n: 4000, seed: 0}`."""
+    common, per_task = [], {}
+    for text in overrides:
+        head, sep, rest = text.partition(":")
+        if sep and head.isidentifier() and "=" not in head:
+            if head not in TASKS:
+                raise ReproduceError(f"override {text!r}: unknown task {head!r} before ':'; tasks: "
+                                     f"{', '.join(TASKS)} (TASK:key=value applies to that task's runs)")
+            per_task.setdefault(head, []).append(rest)
+        else:
+            common.append(text)
+    return common, per_task
+
+
 def check_run_config(cell: Cell, cfg: DictConfig) -> None:
     """The runner's own checks (e.g. LOT rank against the length), before anything starts."""
     from lra.checks import check_config
@@ -236,12 +252,13 @@ def make_plan(*, set_name: str = "default", cells: str | None = None, seeds: str
     seed_list = parse_seeds(seeds) if seeds else named.get("seeds", [0])
     limit = time_limit(budget_minutes, len(chosen) * len(seed_list), jobs)
     tag = f"tag=reproduce/{set_name if not cells else 'cells'}"
+    common, per_task = split_overrides(overrides)
+    task_overrides = {**task_overrides, **per_task}  # the user's data options replace the set's
     runs, notes, missing = [], {}, {}
     for cell in chosen:
         base = [f"task={cell.task}", f"attn={cell.backend}", *task_overrides.get(cell.task, [])]
-        schedule = shortened_overrides(compose(base + list(overrides)),
-                                       (steps or {}).get(cell.task, (steps or {}).get("*")))
-        full = [*base, tag, *schedule, *limit, *overrides]  # the user's overrides win
+        schedule = shortened_overrides(compose(base + common), (steps or {}).get(cell.task, (steps or {}).get("*")))
+        full = [*base, tag, *schedule, *limit, *common]  # the user's overrides win
         cfg = compose(full)
         check_run_config(cell, cfg)
         if cell.task not in notes:

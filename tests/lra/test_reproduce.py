@@ -134,6 +134,7 @@ def test_plan_of_the_default_set_with_a_shortened_schedule(tmp_path):
     (dict(max_steps="listop=5"), "unknown task 'listop'"),
     (dict(set_name="all"), "no data for text, retrieval, image, pathx"),
     (dict(cells="listops/lot", overrides=["task.nope=1"]), "do not compose"),
+    (dict(cells="listops/lot", overrides=["pathfindr:task.max_len=5"]), "unknown task 'pathfindr' before ':'"),
 ])
 def test_bad_requests_fail_before_anything_runs(tmp_path, kw, message):
     with pytest.raises(ReproduceError) as err:
@@ -146,6 +147,18 @@ def test_max_steps_per_task(tmp_path):
     assert plan.max_steps == {"pathfinder": 100}
     assert not any(o.startswith("task.max_steps") for o in plan.runs[0].overrides)  # ListOps: paper
     assert {"task.max_steps=100", "task.warmup_steps=8", "task.eval_every=10"} <= set(plan.runs[2].overrides)
+
+
+def test_task_prefixed_overrides_apply_to_that_task_only(tmp_path):
+    plan = _plan(tmp_path, seeds="0", overrides=[f"paths.data_dir={tmp_path}",
+                                                 "pathfinder:task.data.generate={n: 40, seed: 1}",
+                                                 "listops:task.eval_every=7"])
+    listops, pathfinder = plan.runs[0].overrides, plan.runs[2].overrides
+    assert "task.eval_every=7" in listops and not any("generate" in o for o in listops)
+    assert "task.data.generate={n: 40, seed: 1}" in pathfinder  # replaces the set's 200000 images
+    assert not any("200000" in o or "eval_every=7" in o for o in pathfinder)
+    assert plan.task_overrides["pathfinder"] == ["task.data.generate={n: 40, seed: 1}"]  # as reported
+    assert any("{'n': 40, 'seed': 1}" in note for note in plan.data_notes)
 
 
 def test_budget_becomes_a_per_run_time_limit():
