@@ -120,7 +120,20 @@ def scaling_updates(K: torch.Tensor, a: torch.Tensor, b: torch.Tensor, u: torch.
     """
     global _ran_in_pid
     _ran_in_pid = os.getpid()
-    numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    threads = torch.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        return _run_segments(K, a, b, u, v, kinds, drift)
+    finally:
+        # numba's OpenMP layer, started by the first parallel call in a process, resets the
+        # OpenMP thread count that torch reads: give torch back the count the caller had.
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
+def _run_segments(K: torch.Tensor, a: torch.Tensor, b: torch.Tensor, u: torch.Tensor,
+                  v: torch.Tensor, kinds: tuple[str, ...], drift: float) -> int:
+    """scaling_updates' work, in segments of SEGMENT half-updates."""
     Kn = K.numpy()
     P, n, m = Kn.shape
     an, bn = a.numpy().reshape(P, n), b.numpy().reshape(P, m)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import ot
@@ -214,6 +216,27 @@ def test_forked_child_solves_without_the_parallel_kernel():
     proc.join(60)
     assert proc.exitcode == 0
     assert queue.get(timeout=10) < 1e-6
+
+
+def test_fused_kernel_leaves_torch_thread_count_as_it_was():
+    """numba's OpenMP layer resets torch's thread count when it starts in a process; the fused
+    kernel gives it back (before, a run that set 1 thread ran on every core after its first
+    LOT call, and bitwise results changed). Needs a fresh process, so one is spawned."""
+    import subprocess
+    import sys
+
+    code = ("import torch; from lotformer.sinkhorn import sinkhorn_plan\n"
+            "torch.manual_seed(0); torch.set_num_threads(1)\n"
+            "S = torch.randn(4, 200, 16)\n"
+            "log_a = torch.full((4, 200), -math.log(200)); log_b = torch.full((4, 16), -math.log(16))\n"
+            "sinkhorn_plan(S, log_a, log_b, 0.1, 10)\n"
+            "import lotformer.cpu_kernels as k, os; assert k._ran_in_pid == os.getpid(), 'kernel not used'\n"
+            "print(torch.get_num_threads())\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", "import math\n" + code], capture_output=True, text=True,
+                         timeout=120, env=env, cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1"]
 
 
 def test_block_schedule():
