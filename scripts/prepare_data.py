@@ -21,6 +21,8 @@ import os
 import sys
 from pathlib import Path
 
+import yaml
+
 from lra.data import TASKS
 from lra.data.listops import OFFICIAL_SIZES
 DEFAULT_MAX_LEN = {"listops": 2000, "text": 4000, "retrieval": 4000, "image": 1024,
@@ -109,8 +111,8 @@ def _parse_option(text: str) -> tuple[str, object]:
         raise argparse.ArgumentTypeError(f"--option takes KEY=VALUE, got {text!r}")
     key, value = text.split("=", 1)
     try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
+        return key, yaml.safe_load(value)  # YAML, so JSON too: {n: 1000, seed: 0} as in Hydra overrides
+    except yaml.YAMLError:
         return key, value
 
 
@@ -165,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--max-len", type=int, help="default: the task's LRA length")
     prepare.add_argument("--option", action="append", type=_parse_option, metavar="KEY=VALUE",
                          help="a locate() option of the task, e.g. difficulty=medium or "
-                              "generate='{\"n\": 1000, \"seed\": 0}' (JSON values)")
+                              "generate='{n: 1000, seed: 0}' (YAML values, as in Hydra overrides)")
     return parser
 
 

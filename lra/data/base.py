@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,6 +95,13 @@ def release_source(sizes: dict[str, int | str], official: dict[str, int]) -> str
 def meets_sizes(sizes: dict[str, int | str], official: dict[str, int]) -> bool:
     """Every split of `official` is at least that large in `sizes` ("?" counts as smaller)."""
     return all(isinstance(sizes.get(s), int) and sizes[s] >= n for s, n in official.items())
+
+
+def generate_options(generate: object, example: str) -> Mapping:
+    """`task.data.generate` as a mapping, or a ValueError that shows the expected form."""
+    if not isinstance(generate, Mapping):
+        raise ValueError(f"task.data.generate must be a mapping such as {example}, got {generate!r}")
+    return generate
 
 
 def count_lines(path: Path, header: bool = False) -> int:

@@ -30,6 +30,7 @@ from lra.data.base import (
     TaskData,
     check_labels,
     count_lines,
+    generate_options,
     find_file,
     pad_rows,
     release_source,
@@ -224,6 +225,7 @@ def locate(data_dir: str | Path, *, generate: dict | None = None) -> Located:
             "Long Range Arena repository) there or set LRA_DATA_DIR, or generate it with "
             "`python scripts/prepare_data.py generate listops --out $LRA_DATA_DIR`."
         )
+    generate = generate_options(generate, "{train: 96000, val: 2000, test: 2000, seed: 0}")
     unknown = sorted(set(generate) - {*SPLITS, "seed", *TreeOptions.names()})
     if unknown:
         raise ValueError(f"task.data.generate: unknown key(s) {', '.join(unknown)}; valid keys: "

@@ -42,6 +42,7 @@ from lra.data.base import (
     SplitArrays,
     TaskData,
     check_labels,
+    generate_options,
 )
 from lra.data.progress import progress_bar
 
@@ -113,6 +114,7 @@ def locate(data_dir: str | Path, *, difficulty: str = "hard", resolution: int = 
             f"--resolution {resolution} --difficulty {difficulty} --workers 8` "
             f"(or set the option `generate: {{n: ..., seed: 0}}` of task {task})."
         )
+    generate = generate_options(generate, "{n: 200000, seed: 0}")
     n, seed, markers = int(generate["n"]), int(generate.get("seed", 0)), str(generate.get("markers", "visible"))
     generator.settings_for(resolution, difficulty, markers)  # checks the option before anything is written
     suffix = "" if markers == "visible" else f"_markers-{markers}"

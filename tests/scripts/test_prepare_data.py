@@ -101,6 +101,18 @@ def test_missing_data_is_one_paragraph_exit_2(tmp_path):
                      tmp_path=tmp_path)
     assert bad_option.returncode == 2 and "colour" in bad_option.stderr
     assert "Traceback" not in bad_option.stderr
+    for task in ("pathfinder", "listops"):  # generate= must be a mapping
+        not_mapping = run("prepare", task, "--data-dir", str(tmp_path), "--option", "generate=5", tmp_path=tmp_path)
+        assert not_mapping.returncode == 2 and "Traceback" not in not_mapping.stderr
+        assert "task.data.generate must be a mapping such as {" in not_mapping.stderr
+
+
+def test_prepare_generates_from_a_yaml_option(tmp_path):
+    result = run("prepare", "pathfinder", "--data-dir", str(tmp_path), "--option", "generate={n: 10, seed: 3}",
+                 "--max-len", "1024", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "sizes {'train': 8, 'val': 1, 'test': 1}" in result.stdout
+    assert (tmp_path / "generated" / "pathfinder32-hard_n10_seed3").is_dir()
 
 
 def test_status_refuses_a_crafted_cifar_pickle_without_running_it(tmp_path):
