@@ -76,7 +76,8 @@ def write_outputs(plan: Plan, records: list[RunRecord], *, out: Path, command: s
         tolerance=plan.tolerance, jobs=plan.jobs, wall_time_s=wall_time_s, started=started,
         devices=sorted({device_label(r) for r in records if r.device}),
         commit=commits[0] if commits else None, data_notes=plan.data_notes,
-        overrides=plan.extra_overrides, task_overrides=plan.task_overrides, curves=curves.name if curves else None,
+        overrides=plan.extra_overrides, task_overrides=plan.task_overrides, given_tasks=plan.given_tasks,
+        curves=curves.name if curves else None,
         tables=[p.name for p in tables if p.suffix == ".md"])
     report_md, report_csv = out / f"{PREFIX}.md", out / f"{PREFIX}.csv"
     report_md.write_text(render_report(cells, ctx), encoding="utf-8")

@@ -81,6 +81,7 @@ class Plan:
     budget_minutes: float | None = None
     extra_overrides: list[str] = field(default_factory=list)
     task_overrides: dict[str, list[str]] = field(default_factory=dict)  # of the chosen tasks
+    given_tasks: list[str] = field(default_factory=list)  # tasks whose overrides came as TASK:key=value
     data_notes: list[str] = field(default_factory=list)  # per task: found where, or generated
 
 
@@ -270,6 +271,7 @@ def make_plan(*, set_name: str = "default", cells: str | None = None, seeds: str
                              "(leave them out with --cells, or get the data): " + " ".join(missing.values()))
     return Plan(set_name=set_name if not cells else "cells", description=named.get("description", ""),
                 cells=chosen, seeds=seed_list, runs=runs, tolerance=tolerance, jobs=jobs,
-                max_steps=steps, budget_minutes=budget_minutes, extra_overrides=list(overrides),
+                max_steps=steps, budget_minutes=budget_minutes, extra_overrides=common,
                 task_overrides={t: v for t, v in task_overrides.items() if t in notes},
+                given_tasks=[t for t in per_task if t in notes],
                 data_notes=[n for n in notes.values() if n])

@@ -26,6 +26,7 @@ class RunContext:
     data_notes: list[str] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)
     task_overrides: dict[str, list[str]] = field(default_factory=dict)
+    given_tasks: list[str] = field(default_factory=list)  # task_overrides given as TASK:key=value
     curves: str | None = None  # the learning-curve PNG, relative to the report
     tables: list[str] = field(default_factory=list)  # the accuracy/efficiency tables written
 
@@ -78,8 +79,9 @@ def _notes(cells: list[CellReport], ctx: RunContext) -> list[str]:
             notes.append(f"Failed: {record.label}: {why}" + (f" (log: {record.run_dir}/console.log)"
                                                              if record.run_dir else ""))
     notes += [f"Data: {note}." for note in ctx.data_notes]
-    notes += [f"Overrides for every {task} run (the set's): `{' '.join(values)}`."
-              for task, values in ctx.task_overrides.items() if values]
+    for task, values in ctx.task_overrides.items():
+        origin = f"given as {task}:key=value" if task in ctx.given_tasks else "the set's"
+        notes += [f"Overrides for every {task} run ({origin}): `{' '.join(values)}`."] if values else []
     if ctx.overrides:
         notes.append("Extra overrides for every run: `" + " ".join(ctx.overrides) + "`.")
     notes.append("Published numbers (REFERENCE §4, lra/tables/published.yaml): "

@@ -73,7 +73,8 @@ def _plan(tmp_path, **kw):
 
 
 def test_report_files_from_known_records(tmp_path):
-    plan = _plan(tmp_path, cells="listops/softmax,listops/lot,pathfinder/softmax", seeds="0,1")
+    plan = _plan(tmp_path, cells="listops/softmax,listops/lot,pathfinder/softmax", seeds="0,1",
+                 overrides=[f"paths.data_dir={tmp_path}", "pathfinder:task.data.generate={n: 40, seed: 0}"])
     records = [record(seed=0, acc=0.36), record(seed=1, acc=0.40),
                record(attn="lot", seed=0, acc=0.2, steps=SHORT, planned=1000),
                record(attn="lot", seed=1, acc=0.3, steps=SHORT, planned=1000),
@@ -91,6 +92,8 @@ def test_report_files_from_known_records(tmp_path):
     assert "1.5 min" in md
     assert "Failed: pathfinder/softmax seed 0: status 'failed': RuntimeError: out of memory" in md
     assert "25.00 ± 7.07 (n=2)‡" in md and "[Skyformer]" in md
+    assert "Overrides for every pathfinder run (given as pathfinder:key=value): `task.data.generate={n: 40" in md
+    assert f"Extra overrides for every run: `paths.data_dir={tmp_path}`." in md
     assert "‡" in (tmp_path / "out" / "reproduction_accuracy.md").read_text()
 
 
@@ -158,6 +161,7 @@ def test_task_prefixed_overrides_apply_to_that_task_only(tmp_path):
     assert "task.data.generate={n: 40, seed: 1}" in pathfinder  # replaces the set's 200000 images
     assert not any("200000" in o or "eval_every=7" in o for o in pathfinder)
     assert plan.task_overrides["pathfinder"] == ["task.data.generate={n: 40, seed: 1}"]  # as reported
+    assert plan.given_tasks == ["pathfinder", "listops"] and plan.extra_overrides == [f"paths.data_dir={tmp_path}"]
     assert any("{'n': 40, 'seed': 1}" in note for note in plan.data_notes)
 
 
