@@ -30,14 +30,15 @@ test-fast: install
 
 # The CPU benchmark set committed under results/ (about 20 minutes on 2 cores).
 bench: install
-	$(BIN)/python scripts/bench_attention.py --preset lra-text-retrieval
-	$(BIN)/python scripts/bench_attention.py --preset lra-listops
+	$(BIN)/python scripts/bench_attention.py --preset lra-text-retrieval --timeout 60
+	$(BIN)/python scripts/bench_attention.py --preset lra-listops --timeout 60
 	$(BIN)/python scripts/bench_attention.py --preset lra-text-retrieval --backends lot --modes fwd+bwd \
 		--option lot.n_iters=5 --tag cpu-lot-5iters
 	$(BIN)/python scripts/bench_attention.py --preset lra-text-retrieval --backends lot --modes fwd+bwd \
 		--option lot.n_iters=50 --tag cpu-lot-50iters
 	$(BIN)/python scripts/bench_attention.py --preset scaling --backends lot,linear,softmax,nystrom,performer,skyformer --repeats 3
-	$(BIN)/python scripts/bench_attention.py --preset paper-latency --lengths 512,1024,2048,4096,8192 --repeats 3
+	$(BIN)/python scripts/bench_attention.py --preset paper-latency --lengths 512,1024,2048,4096,8192 --repeats 3 \
+		--timeout 120
 
 # The whole-training-step set on CPU (every task x backend; about 25 minutes on 2 quiet cores),
 # then its tables into README.md.
