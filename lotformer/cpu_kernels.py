@@ -109,6 +109,7 @@ def _segment(K, a, b, u_hist, v_hist, kinds, lo_u, hi_u, lo_v, hi_v, set_ref, up
         done[p] = t
 
 
+@torch.compiler.disable  # numba's dispatcher cannot be traced: torch.compile runs this eagerly
 def scaling_updates(K: torch.Tensor, a: torch.Tensor, b: torch.Tensor, u: torch.Tensor,
                     v: torch.Tensor, kinds: tuple[str, ...], drift: float) -> int:
     """Run the half-updates ``kinds`` ("row" / "col") on the kernel K while they stay within the

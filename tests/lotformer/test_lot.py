@@ -449,3 +449,30 @@ def test_integer_inputs_are_rejected_not_truncated():
         lot_attention(q.long(), k, v, z, theta, eps=0.1, n_iters=3)
     with pytest.raises(ValueError, match="attention needs floating-point q, k, v"):
         lot_attention_matrix(q, k.int(), z, theta, eps=0.1, n_iters=3)
+
+
+def test_torch_compile_traces_around_the_fused_cpu_kernel():
+    """torch.compile (trainer.compile) of a LOT layer on CPU: dynamo cannot trace numba's
+    dispatcher, so the fused kernel is excluded from tracing (torch.compiler.disable) and runs
+    eagerly; outputs and gradients equal the eager layer's. (Before, compiling crashed with
+    "exception table entry start instruction has no offset".)"""
+    import os
+
+    import lotformer.cpu_kernels as cpu_kernels
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    layer = LOTAttention(num_heads=2, head_dim=8, rank=4, n_iters=10)
+    q, k, v = (torch.randn(2, 2, 64, 8, requires_grad=True) for _ in range(3))
+    mask = torch.ones(2, 64, dtype=torch.bool)
+    mask[1, 40:] = False
+    cpu_kernels._ran_in_pid = None
+    compiled = torch.compile(layer, backend="eager")(q, k, v, key_padding_mask=mask)
+    assert cpu_kernels._ran_in_pid == os.getpid()  # the fused kernel ran under compile
+    grads = torch.autograd.grad(compiled.square().sum(), (q, k, v, layer.pivots))
+    eager = layer(q, k, v, key_padding_mask=mask)
+    expected = torch.autograd.grad(eager.square().sum(), (q, k, v, layer.pivots))
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=0)
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+    torch._dynamo.reset()
