@@ -28,10 +28,12 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not slow"
 
-# The CPU benchmark set committed under results/ (about 20 minutes on 2 cores).
+# The CPU benchmark set committed under results/ (about 40 minutes on 2 cores).
 bench: install
 	$(BIN)/python scripts/bench_attention.py --preset lra-text-retrieval --timeout 60
 	$(BIN)/python scripts/bench_attention.py --preset lra-listops --timeout 60
+	$(BIN)/python scripts/bench_attention.py --preset lra-listops --backends sinkhorn --repeats 3 --timeout 600 \
+		--tag cpu-sinkhorn
 	$(BIN)/python scripts/bench_attention.py --preset lra-text-retrieval --backends lot --modes fwd+bwd \
 		--option lot.n_iters=5 --tag cpu-lot-5iters
 	$(BIN)/python scripts/bench_attention.py --preset lra-text-retrieval --backends lot --modes fwd+bwd \
