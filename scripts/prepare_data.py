@@ -25,6 +25,7 @@ import yaml
 
 from lra.data import TASKS
 from lra.data.listops import OFFICIAL_SIZES
+from lra.data.pathfinder_generator.settings import MARKER_INTENSITY
 DEFAULT_MAX_LEN = {"listops": 2000, "text": 4000, "retrieval": 4000, "image": 1024,
                    "pathfinder": 1024, "pathx": 16384}
 EXIT_USER_ERROR = 2
@@ -151,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     pathfinder.add_argument("--difficulty", choices=("easy", "medium", "hard"), default="hard")
     pathfinder.add_argument("--seed", type=int, default=0)
     pathfinder.add_argument("--workers", type=int, default=max(1, min(8, os.cpu_count() or 1)))
-    pathfinder.add_argument("--markers", choices=("visible", "faint"), default="visible",
+    pathfinder.add_argument("--markers", choices=tuple(MARKER_INTENSITY), default="visible",
                             help="visible: snakes2.py's marker discs (default); faint: as in the real samples, "
                                  "markers below one gray level")
     pathfinder.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -27,11 +27,11 @@ _TORCH_THREADS = None
 @pytest.fixture(autouse=True)
 def same_thread_count_for_every_test():
     """Every test starts with the worker's initial torch thread count, whatever an earlier
-    test in the same pytest worker set. (The leak that made the killed-run resume test fail on
-    a fresh clone was numba's OpenMP start-up resetting torch's count; the fused kernel now
-    restores it, see test_fused_kernel_leaves_torch_thread_count_as_it_was. This guard stays
-    for tests that set threads themselves.) (Code that also sets numba's threads, such as the
-    benchmarks' measurements, runs in its own process in tests: see test_bench_step.)"""
+    test in the same pytest worker set. It guards tests that set threads themselves; the fused
+    kernel restores the count that numba's OpenMP start-up resets (see
+    test_fused_kernel_leaves_torch_thread_count_as_it_was), and code that also sets numba's
+    threads, such as the benchmarks' measurements, runs in its own process in tests (see
+    test_bench_step)."""
     import torch
 
     global _TORCH_THREADS

@@ -219,7 +219,7 @@ def split_overrides(overrides) -> tuple[list[str], dict[str, list[str]]]:
     common, per_task = [], {}
     for text in overrides:
         head, sep, rest = text.partition(":")
-        if sep and head.isidentifier() and "=" not in head:
+        if sep and head.isidentifier():  # a bare name before the first ':' (key=value has '=' or '.')
             if head not in TASKS:
                 raise ReproduceError(f"override {text!r}: unknown task {head!r} before ':'; tasks: "
                                      f"{', '.join(TASKS)} (TASK:key=value applies to that task's runs)")

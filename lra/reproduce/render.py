@@ -80,8 +80,9 @@ def _notes(cells: list[CellReport], ctx: RunContext) -> list[str]:
                                                              if record.run_dir else ""))
     notes += [f"Data: {note}." for note in ctx.data_notes]
     for task, values in ctx.task_overrides.items():
-        origin = f"given as {task}:key=value" if task in ctx.given_tasks else "the set's"
-        notes += [f"Overrides for every {task} run ({origin}): `{' '.join(values)}`."] if values else []
+        if values:
+            origin = f"given as {task}:key=value" if task in ctx.given_tasks else "the set's"
+            notes.append(f"Overrides for every {task} run ({origin}): `{' '.join(values)}`.")
     if ctx.overrides:
         notes.append("Extra overrides for every run: `" + " ".join(ctx.overrides) + "`.")
     notes.append("Published numbers (REFERENCE §4, lra/tables/published.yaml): "

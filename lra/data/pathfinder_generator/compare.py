@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from lra.data.pathfinder_generator.render import render_image
-from lra.data.pathfinder_generator.settings import settings_for
+from lra.data.pathfinder_generator.settings import MARKER_INTENSITY, settings_for
 
 
 def pixel_statistics(images: np.ndarray) -> dict[str, float]:
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
                              "pathfinder32/curv_contour_length_14/imgs/0)")
     parser.add_argument("-n", type=int, default=300, help="images to generate")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--markers", choices=("visible", "faint"), default="visible",
+    parser.add_argument("--markers", choices=tuple(MARKER_INTENSITY), default="visible",
                         help="marker rendering of the generated images (see settings.MARKER_INTENSITY)")
     args = parser.parse_args(argv)
     _compare(args.compare, args.n, args.seed, args.markers)
